@@ -1,0 +1,1 @@
+"""CUDA plugins for ASANet's fusion ops (SFM, CFM, GRN) and their TensorRT registration."""

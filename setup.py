@@ -1,0 +1,46 @@
+"""asanet-rt: deploy ASANet (RGB + SAR land-cover segmentation) from official checkpoints to ONNX, TensorRT and
+a lean GeoTIFF-in, GeoTIFF-out runtime."""
+import re
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "asanet_rt" / "_version.py").read_text()).group(1)
+
+# The export stage pins the CPU build of torch that this workplace ships; an unpinned torch pulls a CUDA build.
+EXTRAS = {
+    "export": ["torch==2.13.0", "onnx>=1.17", "onnxslim>=0.1.50", "safetensors>=0.4", "onnxruntime>=1.20"],
+    "rtx": ["tensorrt-rtx>=1.7"],
+    "tensorrt": ["tensorrt>=10.3", "cuda-python>=12.6"],
+    "cuda": ["pycuda>=2024.1"],
+    "cupy": ["cupy-cuda13x>=13"],
+    "openvino": ["openvino>=2025.0"],
+    "plot": ["matplotlib>=3.8"],
+    "dev": ["pytest>=8", "polygraphy>=0.49", "rio-cogeo>=5", "matplotlib>=3.8"],
+}
+
+setup(
+    name="asanet-rt",
+    version=VERSION,
+    description=__doc__,
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=[
+        "asanet_rt",
+        "asanet_rt.export",
+        "asanet_rt.engines",
+        "asanet_rt.engines.plugins",
+    ],
+    package_dir={
+        "asanet_rt": "asanet_rt",
+        "asanet_rt.export": "export",
+        "asanet_rt.engines": "engines",
+        "asanet_rt.engines.plugins": "engines/plugins",
+    },
+    package_data={"asanet_rt.engines.plugins": ["*.cu", "*.cuh", "Makefile"]},
+    install_requires=["numpy>=1.24", "rasterio>=1.3", "onnxruntime>=1.20"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["asanet-rt = asanet_rt.cli:main"]},
+)
