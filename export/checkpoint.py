@@ -20,6 +20,7 @@ from .official_config import parse_official_config
 #: Training-only parts of an official checkpoint that inference ignores.
 IGNORED_PREFIXES = ("auxiliary_head.",)
 DEFAULT_POOL_SCALES = (1, 2, 3, 6)
+BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 class CheckpointMismatchError(AsanetError):
@@ -137,4 +138,6 @@ def load_checkpoint(path: str | os.PathLike, dataset: str | None = None,
         state_dict = {k: v for k, v in state_dict.items() if k in expected}
     load_state_dict_strict(model, state_dict, str(path))
     model.metadata = metadata_from_checkpoint(contents, arch, dataset, sha256_file(path))
+    model.aux_params = sum(v.numel() for k, v in contents.state_dict.items()
+                           if k.startswith(IGNORED_PREFIXES) and not k.endswith(BUFFER_SUFFIXES))
     return model.eval()

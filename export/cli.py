@@ -1,0 +1,97 @@
+"""Subcommands of the export stage: ``info``, ``export``, ``compare``. Importing this module loads no torch."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from asanet_rt.metadata import PRESETS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("info", help="describe an official ASANet checkpoint",
+                       description="Architecture, classes, palette, parameter count, cost and pre-processing of a "
+                                   "checkpoint (mmengine .pth, bare state dict or .safetensors).")
+    p.add_argument("checkpoint")
+    _dataset_arg(p)
+    p.add_argument("--tile", type=int, help="tile edge for the cost estimate (default: the model's native tile)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_info)
+    register_export(sub)
+
+
+def _dataset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=sorted(PRESETS),
+                   help="dataset preset for classes, palette and normalisation when the checkpoint lacks them")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .info import format_info, model_info
+
+    info = model_info(load_checkpoint(args.checkpoint, dataset=args.dataset), tile=args.tile)
+    print(json.dumps(info.to_dict(), indent=2) if args.json else format_info(info))
+    return 0
+
+
+def _range(text: str) -> tuple[int, int]:
+    """``8`` or ``1:8`` -> (min, max)."""
+    try:
+        parts = [int(p) for p in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN:MAX") from None
+    if len(parts) == 1:
+        return parts[0], parts[0]
+    if len(parts) != 2:
+        raise argparse.ArgumentTypeError(f"{text!r} is not N or MIN:MAX")
+    return parts[0], parts[1]
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def register_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (fp32, fp16 or int8 Q/DQ)",
+                       description="Export an ASANet checkpoint to ONNX with pre-processing inside the graph, "
+                                   "dynamic batch and tile size, and the model's metadata.")
+    p.add_argument("checkpoint")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    _dataset_arg(p)
+    p.add_argument("--input", choices=("raw", "normalized"), default="raw",
+                   help="raw: file pixel values, pre-processing in the graph (default); normalized: the "
+                        "network's own contract")
+    p.add_argument("--optical-bands", type=_names, default=None,
+                   help="channel order of the optical input, e.g. red,green,blue (default: the model's own "
+                        "order, blue,green,red for official checkpoints)")
+    p.add_argument("--outputs", type=_names, default=None,
+                   help="comma list of logits, probabilities, classes, confidence (default: probabilities)")
+    p.add_argument("--probabilities-dtype", choices=("float32", "float16"), default="float32")
+    p.add_argument("--batch", type=_range, default=(1, 8), help="batch range MIN:MAX (default 1:8)")
+    p.add_argument("--tile", type=_range, default=None,
+                   help="tile edge range MIN:MAX, multiples of 32 (default 256:1024)")
+    p.add_argument("--ops", choices=("portable", "plugins"), default="portable",
+                   help="portable: standard ONNX ops; plugins: SFM/CFM/GRN as asanet-domain ops with function "
+                        "bodies (TensorRT plugins)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
+    p.add_argument("--int8-target", choices=("cpu", "tensorrt"), default=None,
+                   help="Q/DQ form: cpu = uint8 activations for ONNX Runtime, tensorrt = symmetric int8")
+    p.add_argument("--calib", nargs="+", default=None,
+                   help="calibration data for int8: a folder of tiles or OPTICAL.tif,SAR.tif pairs")
+    p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="percentile")
+    p.add_argument("--calib-tiles", type=int, default=32, help="number of calibration tiles (default 32)")
+    p.add_argument("--keep-fp", default="auto",
+                   help="int8: layers kept in float: auto (sensitivity pass), none, or a comma list of node names")
+    p.add_argument("--labels", nargs="*", default=None, help="labelled tiles for mIoU in the accuracy report")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim simplification")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    p.set_defaults(func=_export)
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .checkpoint import load_checkpoint
+    from .pipeline import export_from_args
+
+    model = load_checkpoint(args.checkpoint, dataset=args.dataset)
+    for line in export_from_args(model, args):
+        print(line)
+    return 0
