@@ -10,7 +10,8 @@ VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "asanet_rt" / "_version.
 
 # The export stage pins the CPU build of torch that this workplace ships; an unpinned torch pulls a CUDA build.
 EXTRAS = {
-    "export": ["torch==2.13.0", "onnx>=1.17", "onnxslim>=0.1.50", "safetensors>=0.4", "onnxruntime>=1.20"],
+    "export": ["torch==2.13.0", "onnx>=1.17", "onnxslim>=0.1.50", "safetensors>=0.4", "onnxruntime>=1.20",
+               "polygraphy>=0.49"],
     "rtx": ["tensorrt-rtx>=1.7"],
     "tensorrt": ["tensorrt>=10.3", "cuda-python>=12.6"],
     "cuda": ["pycuda>=2024.1"],
@@ -29,6 +30,7 @@ setup(
     python_requires=">=3.10",
     packages=[
         "asanet_rt",
+        "asanet_rt.backends",
         "asanet_rt.export",
         "asanet_rt.engines",
         "asanet_rt.engines.plugins",

@@ -26,6 +26,10 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=folder)
     os.close(fd)
     tmp_path = Path(tmp)
+    # mkstemp creates 0600; outputs get the permissions any new file of this user would get.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -1,0 +1,114 @@
+"""The runtime's subcommand: ``asanet-rt classify OPTICAL.tif SAR.tif -o landcover.tif --model model.onnx``."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import warnings
+
+from .backends import BACKENDS, ENGINE_SUFFIXES
+
+log = logging.getLogger(__name__)
+
+_EPILOG = """\
+scaling (models expect 0-255 values):
+  --optical-scale auto                uint8 as is (other types must be named explicitly)
+  --optical-scale reflectance:0:3000  Sentinel-2 L2A (reflectance x 10000): 0..3000 -> 0..255, clipped
+  --sar-scale db:-25:0                Sentinel-1 backscatter in dB: -25..0 dB -> 0..255, clipped
+  --sar-scale linear-power:-25:0      linear sigma0, converted to dB first
+  --sar-scale none                    values already on a 0-255 scale
+
+examples:
+  asanet-rt classify s2_rgb.tif s1.tif -o landcover.tif --model model.onnx
+  asanet-rt classify s2_l2a.tif s1_db.tif -o lc.tif --model model.onnx --optical-bands 4,3,2 \\
+      --optical-scale reflectance:0:3000 --sar-scale db:-25:0 --confidence conf.tif --quicklook lc.png
+"""
+
+
+def _float_or_none(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``classify`` subcommand."""
+    p = subparsers.add_parser(
+        "classify", help="classify an optical + SAR GeoTIFF pair into a land-cover COG",
+        description="Classify an optical + SAR GeoTIFF pair into a Cloud-Optimized GeoTIFF land-cover map on the "
+                    "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
+                    "blended on probabilities, so no seams appear.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands)")
+    p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
+    p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
+    p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
+    p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+    g = p.add_argument_group("tiling")
+    g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile)")
+    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px (default: tile / 4)")
+    g.add_argument("--batch", type=int, default=None, help="tiles per inference call (default: up to 8)")
+    g = p.add_argument_group("input bands and values")
+    g.add_argument("--optical-bands", default=None, metavar="B,B,B",
+                   help="1-based optical file bands in the model's band order (default 1,2,3 for 3-band files)")
+    g.add_argument("--sar-band", type=int, default=1, help="1-based SAR file band (default 1)")
+    g.add_argument("--optical-scale", default="auto", help="auto | none | reflectance:MIN:MAX | linear:MIN:MAX")
+    g.add_argument("--sar-scale", default="auto", help="auto | none | db:MIN:MAX | linear-power:MIN:MAX | "
+                                                       "linear-amplitude:MIN:MAX")
+    g.add_argument("--optical-nodata", type=_float_or_none, default=None,
+                   help="optical nodata value (default: the file's)")
+    g.add_argument("--sar-nodata", type=_float_or_none, default=None, help="SAR nodata value (default: the file's)")
+    # checked by asanet_rt.scene (importing it here would load rasterio for `asanet-rt --help`)
+    g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
+                   help="resampling of SAR onto the optical grid when the grids differ: nearest, bilinear "
+                        "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
+    g = p.add_argument_group("outputs")
+    g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
+    g.add_argument("--confidence-dtype", default="float32", choices=("float32", "uint8"),
+                   help="float32 probabilities (NaN nodata) or uint8 round(255 p) (0 nodata)")
+    g.add_argument("--quicklook", default=None, metavar="PATH", help="also write a PNG quick-look with a legend")
+    g.add_argument("--quicklook-size", type=int, default=1024, help="quick-look long edge in px (default 1024)")
+    g.add_argument("--quicklook-alpha", type=float, default=0.6,
+                   help="map opacity over the optical image (1: map only; default 0.6)")
+    g.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
+    g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_classify)
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    """Run ``classify``; errors are AsanetError and reported by ``asanet_rt.cli.main``."""
+    from dataclasses import asdict
+
+    from .classifier import Classifier
+
+    # intra-op threads are an ONNX Runtime setting; engines schedule on the GPU
+    on_ort = args.backend.startswith("onnxruntime") or (args.backend == "auto" and
+                                                        not args.model.lower().endswith(ENGINE_SUFFIXES))
+    options = {"threads": args.threads} if args.threads and on_ort else {}
+    with warnings.catch_warnings(record=True) as caught, \
+            Classifier.open(args.model, backend=args.backend, device=args.device, **options) as clf:
+        warnings.simplefilter("always")
+        summary = clf.classify_scene(
+            args.optical, args.sar, args.output, confidence=args.confidence, confidence_dtype=args.confidence_dtype,
+            quicklook=args.quicklook, quicklook_size=args.quicklook_size, quicklook_alpha=args.quicklook_alpha,
+            tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
+            sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
+            optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling,
+            overwrite=args.overwrite, progress=not args.no_progress, sidecars=not args.no_sidecars)
+    for w in caught:  # the summary repeats the range warnings; the others go to stderr here
+        if str(w.message) not in summary.warnings:
+            print(f"asanet-rt classify: warning: {w.message}", file=sys.stderr)
+    if args.json:
+        data = asdict(summary)
+        data["megapixels_per_second"] = summary.megapixels_per_second
+        print(json.dumps(data, indent=2))
+    else:
+        print(summary.format())
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,116 @@
+"""Tile windows over a scene and the smooth weights that blend overlapping tiles without seams."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .errors import AsanetError
+
+#: Every tile edge the model sees is a multiple of this (ASANet downsamples by 32).
+MULTIPLE = 32
+#: Smallest blending weight: keeps a pixel seen only by one tile's border well defined.
+WEIGHT_FLOOR = 0.02
+
+
+def round_up(value: int, multiple: int = MULTIPLE) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-int(value) // multiple) * multiple
+
+
+def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis of ``length`` px (may be negative: the scene edge is reflect-padded).
+
+    The scene edge sits ``overlap // 2`` px inside the first and last tile, so edge pixels get context from the
+    reflected border instead of falling on a tile edge; the last tile is shifted to end exactly there.
+    """
+    if tile <= 0 or not 0 <= overlap < tile:
+        raise AsanetError(f"overlap {overlap} must be >= 0 and smaller than the tile ({tile})")
+    margin = overlap // 2
+    span = length + 2 * margin
+    if span <= tile:
+        return [-((tile - length) // 2)]  # one tile, the scene centred in it
+    stride = tile - overlap
+    count = math.ceil((span - tile) / stride) + 1
+    origins = [-margin + i * stride for i in range(count - 1)]
+    origins.append(length + margin - tile)
+    return origins
+
+
+def effective_tile(length: int, tile: int, overlap: int, tile_min: int) -> int:
+    """Shrink ``tile`` to what a scene shorter than one tile needs (a multiple of 32, at least ``tile_min``)."""
+    needed = round_up(length + 2 * (overlap // 2))
+    return max(tile_min, min(tile, needed))
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Tile windows over a ``height`` x ``width`` scene, in rows ("bands") of tiles."""
+
+    height: int
+    width: int
+    tile_h: int
+    tile_w: int
+    overlap: int
+    ys: tuple[int, ...]
+    xs: tuple[int, ...]
+
+    @classmethod
+    def plan(cls, height: int, width: int, tile: int, overlap: int, tile_min: int = MULTIPLE) -> "TileGrid":
+        """Windows of ``tile`` px (smaller for a small scene) overlapping by ``overlap`` px."""
+        if height < 1 or width < 1:
+            raise AsanetError(f"empty scene ({width} x {height} px)")
+        tile_h = effective_tile(height, tile, overlap, tile_min)
+        tile_w = effective_tile(width, tile, overlap, tile_min)
+        # A shrunk tile keeps the requested overlap, unless the tile became too small for it.
+        ov_h, ov_w = min(overlap, tile_h // 2), min(overlap, tile_w // 2)
+        return cls(height, width, tile_h, tile_w, overlap, tuple(axis_origins(height, tile_h, ov_h)),
+                   tuple(axis_origins(width, tile_w, ov_w)))
+
+    @property
+    def rows(self) -> int:
+        return len(self.ys)
+
+    @property
+    def cols(self) -> int:
+        return len(self.xs)
+
+    @property
+    def count(self) -> int:
+        return self.rows * self.cols
+
+    def weights(self) -> np.ndarray:
+        """The (tile_h, tile_w) float32 blending window of every tile."""
+        return blend_window(self.tile_h, self.tile_w, min(self.overlap, self.tile_h // 2),
+                            min(self.overlap, self.tile_w // 2))
+
+
+def _ramp(size: int, overlap: int, floor: float) -> np.ndarray:
+    """1-D weights: 1 in the middle, a raised-cosine taper over ``overlap`` px at both ends, never below ``floor``."""
+    w = np.ones(size, np.float64)
+    if overlap > 0:
+        i = np.arange(overlap, dtype=np.float64)
+        taper = 0.5 - 0.5 * np.cos(np.pi * (i + 0.5) / overlap)  # two facing tapers sum to 1 in the overlap
+        w[:overlap] = taper
+        w[size - overlap:] = np.minimum(w[size - overlap:], taper[::-1])
+    return floor + (1.0 - floor) * w
+
+
+@lru_cache(maxsize=16)
+def blend_window(tile_h: int, tile_w: int, overlap_h: int, overlap_w: int,
+                 floor: float = WEIGHT_FLOOR) -> np.ndarray:
+    """2-D blending weights (outer product of 1-D raised-cosine tapers), read-only float32."""
+    w = np.outer(_ramp(tile_h, overlap_h, floor), _ramp(tile_w, overlap_w, floor)).astype(np.float32)
+    w.setflags(write=False)
+    return w
+
+
+def pad_reflect(array: np.ndarray, before_y: int, after_y: int, before_x: int, after_x: int) -> np.ndarray:
+    """Pad the last two axes by reflection (edge replication for a 1-px axis, which cannot be reflected)."""
+    if not (before_y or after_y or before_x or after_x):
+        return array
+    pads = [(0, 0)] * (array.ndim - 2) + [(before_y, after_y), (before_x, after_x)]
+    mode = "reflect" if min(array.shape[-2:]) > 1 else "edge"
+    return np.pad(array, pads, mode=mode)
