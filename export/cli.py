@@ -17,6 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_info)
     register_export(sub)
+    register_compare(sub)
 
 
 def _dataset_arg(p: argparse.ArgumentParser) -> None:
@@ -95,3 +96,32 @@ def _export(args: argparse.Namespace) -> int:
     for line in export_from_args(model, args):
         print(line)
     return 0
+
+
+def register_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="run the same inputs through two artifacts and compare their outputs",
+                       description="Polygraphy-style comparison of two artifacts (checkpoint via torch, ONNX via "
+                                   "ONNX Runtime, engines via their backend): max/mean/median absolute and relative "
+                                   "error per common output, argmax agreement, and the worst pixels.")
+    p.add_argument("a", help="checkpoint (.pth, .safetensors), ONNX file or engine")
+    p.add_argument("b", help="checkpoint (.pth, .safetensors), ONNX file or engine")
+    p.add_argument("--inputs", help=".npz with arrays optical and sar (in the form the graphs take); default: "
+                                    "seeded synthetic images")
+    p.add_argument("--tile", type=int, default=256, help="tile edge of the synthetic inputs (default 256)")
+    p.add_argument("--batch", type=int, default=1, help="batch size of the synthetic inputs (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic inputs (default 0)")
+    p.add_argument("--outputs", help="comma list of outputs to compare (default: all the two have in common)")
+    p.add_argument("--atol", type=float, default=None, help="fail (exit 1) where |A - B| exceeds this ...")
+    p.add_argument("--rtol", type=float, default=None, help="... and the relative error exceeds this")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="fail (exit 1) when argmax agreement is below this fraction, e.g. 0.99")
+    p.add_argument("--worst", type=int, default=5, help="how many worst pixels to list per output (default 5)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _dataset_arg(p)
+    p.set_defaults(func=_compare)
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare_from_args
+
+    return compare_from_args(args)
