@@ -64,6 +64,12 @@ def make_toy_onnx(path: str | Path, num_classes: int = 4, outputs: Sequence[str]
         helper.make_node("Cast", ["argmax"], ["classes"], to=TensorProto.UINT8),
         helper.make_node("ReduceMax", ["probabilities"], ["confidence"], keepdims=0, axes=[1]),
     ]
+    # Only the nodes the chosen outputs need: TensorRT rejects dead ArgMax/Cast nodes.
+    needed = {"logits": {"logits"}, "probabilities": {"logits", "probabilities"},
+              "classes": {"logits", "argmax", "classes"}, "confidence": {"logits", "probabilities", "confidence"}}
+    keep = set().union(*(needed[name] for name in outputs))
+    tail = {"logits", "probabilities", "argmax", "classes", "confidence"}
+    nodes = [n for n in nodes if n.output[0] not in tail or n.output[0] in keep]
     dims = ["batch", "height", "width"]
     out_info = {
         "logits": helper.make_tensor_value_info("logits", TensorProto.FLOAT, [dims[0], num_classes] + dims[1:]),
