@@ -1,0 +1,107 @@
+"""The README's first command: the whole asanet-rt chain on the bundled demo model and sample scenes, on a CPU.
+
+checkpoint -> info -> ONNX fp32 + int8 (calibrated on the sample scene) -> TensorRT-RTX engine (if the builder is
+installed) -> classify two real Sentinel-1/2 scene pairs on different pixel grids -> COG maps, PNG quick-looks,
+a latency comparison. Every step is the `asanet-rt` command a user would type, called in-process.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from asanet_rt.cli import main as asanet_rt
+
+ROOT = Path(__file__).resolve().parents[1]
+DEMO = ROOT / "demo"
+SCENES = {
+    # name: (optical, sar, why it is here)
+    "punjab": ("punjab_s2_rgb.tif", "punjab_s1_vv_db.tif", "farmland; S1 and S2 on two EPSG:4326 grids"),
+    "jutland": ("jutland_s2_rgb.tif", "jutland_s1_vv_db_epsg4326.tif",
+                "held-out tile; S2 in UTM 32N, S1 reprojected to EPSG:4326"),
+}
+
+
+def run(step: str, *args: str) -> None:
+    """Run one asanet-rt command, echoing it like a shell would; stop the demo if it fails."""
+    print(f"\n== {step}\n$ asanet-rt {' '.join(shlex.quote(a) for a in args)}", flush=True)
+    started = time.perf_counter()
+    code = asanet_rt(list(args))
+    if code != 0:
+        sys.exit(f"demo step failed ({step}): exit code {code}")
+    print(f"   ({time.perf_counter() - started:.1f} s)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--checkpoint", default=str(DEMO / "asanet_demo.pth"))
+    parser.add_argument("--fast", action="store_true",
+                        help="CI mode: minmax calibration without the sensitivity pass, short latency run")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt = args.checkpoint
+    fp32, int8 = out / "demo_fp32.onnx", out / "demo_int8_cpu.onnx"
+    calib = f"{DEMO / 'scene' / SCENES['punjab'][0]},{DEMO / 'scene' / SCENES['punjab'][1]}"
+    # The demo scenes are 8-bit R,G,B files; the model (like official checkpoints) wants B,G,R: the graph reorders.
+    common = ["--optical-bands", "red,green,blue", "--tile", "128:512", "--batch", "1:4", "--overwrite"]
+
+    run("what the checkpoint is", "info", ckpt, "--tile", "256")
+    run("export ONNX, fp32", "export", ckpt, "-o", str(fp32), *common)
+    int8_args = ["--precision", "int8", "--int8-target", "cpu", "--calib", calib, "--calib-tiles", "8"]
+    int8_args += ["--calib-method", "minmax", "--keep-fp", "none"] if args.fast else ["--keep-fp", "auto"]
+    run("export ONNX, int8 for ONNX Runtime on CPU, calibrated on the Punjab scene", "export", ckpt, "-o",
+        str(int8), *common, *int8_args)
+
+    engine = None
+    if importlib.util.find_spec("tensorrt_rtx") or importlib.util.find_spec("tensorrt"):
+        engine = out / "demo_fp32.engine"
+        run("build a TensorRT engine (TensorRT-RTX builds without a GPU; running it needs one)", "build",
+            str(fp32), "-o", str(engine), "--tile", "128:256:512", "--batch", "1:1:4", "--overwrite")
+    else:
+        print("\n== TensorRT engine: skipped (pip install -e '.[rtx]' for the TensorRT-RTX builder)")
+
+    maps = {}
+    for name, (optical, sar, why) in SCENES.items():
+        landcover = out / f"{name}_landcover.tif"
+        run(f"classify the {name} scene ({why}) with ONNX Runtime, int8", "classify",
+            str(DEMO / "scene" / optical), str(DEMO / "scene" / sar), "-o", str(landcover), "--model", str(int8),
+            "--sar-scale", "db:-25:0", "--tile", "128", "--quicklook", str(out / f"{name}_quicklook.png"),
+            "--confidence", str(out / f"{name}_confidence.tif"), "--overwrite", "--no-progress")
+        maps[name] = landcover
+
+    bench_json = out / "latency.json"
+    iterations = "5" if args.fast else "20"
+    run("latency: fp32 vs int8 on this CPU, 256x256 tile, batch 1 (ratios against the first model)", "bench",
+        str(fp32), str(int8), "--tile", "256", "--batch", "1", "--iterations", iterations, "--warmup", "2",
+        "--json", str(bench_json))
+
+    report = json.loads((out / "demo_int8_cpu.report.json").read_text())
+    train_log = json.loads((DEMO / "train_log.json").read_text())
+    heldout = train_log["evaluation"]["s2rgb"]["heldout"]
+    print("\n== summary")
+    print(f"int8 vs fp32 on the calibration tiles: {_agreement(report)}")
+    print(f"demo model, held-out tile {train_log['heldout_tile']}: mIoU {heldout['mIoU']:.3f} "
+          f"(a pipeline demo trained on three tiles, not a land-cover product: bring an official checkpoint)")
+    print("outputs:")
+    for path in sorted(out.iterdir()):
+        if path.is_file():
+            print(f"  {path}  ({path.stat().st_size / 1024:.0f} KiB)")
+    if engine is None:
+        print("  (no engine: TensorRT builder not installed)")
+    return 0
+
+
+def _agreement(report: dict) -> str:
+    stats = report["vs_reference"]
+    return (f"argmax agreement {100 * stats['argmax_agreement']:.2f} %, max |logit error| "
+            f"{stats['max_abs_logit_error']:.3g} ({report['evaluation']['tiles']} tiles)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
