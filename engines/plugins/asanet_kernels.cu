@@ -1,0 +1,237 @@
+// Fused CUDA kernels for ASANet's fusion ops (contract: docs/design.md, "Plugin ops").
+//
+// NCHW tensors, float or half I/O, float accumulation. Every kernel is extern "C" with a _f32 / _f16 suffix so
+// that TensorRT's AOT plugin path, CuPy and cuda-python can load it by name from the fatbin or the PTX.
+// Launch geometry lives in launch.py (one source of truth for every host-side caller).
+#include <cuda_fp16.h>
+
+namespace {
+
+constexpr int kWarp = 32;
+
+__device__ __forceinline__ float to_float(float v) { return v; }
+__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
+template <typename T> __device__ __forceinline__ T from_float(float v);
+template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
+
+__device__ __forceinline__ float sigmoidf(float v) { return 1.0f / (1.0f + __expf(-v)); }
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v) {
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
+    return v;
+}
+
+// Block-wide reduction; the result is valid in thread 0. blockDim.x is a multiple of 32, at most 1024.
+template <bool kMax>
+__device__ float block_reduce(float v) {
+    __shared__ float partial[kWarp];
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
+    v = kMax ? warp_max(v) : warp_sum(v);
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    const int warps = blockDim.x / kWarp;
+    v = threadIdx.x < warps ? partial[threadIdx.x] : (kMax ? -INFINITY : 0.0f);
+    if (warp == 0) v = kMax ? warp_max(v) : warp_sum(v);
+    __syncthreads();  // partial[] may be reused by a second reduction in the same kernel
+    return v;
+}
+
+// ---- GRN ------------------------------------------------------------------------------------------------------
+// g[n, c] = sqrt(sum_hw x^2): one block per (n, c).
+template <typename T>
+__device__ void grn_norm(const T* __restrict__ x, float* __restrict__ g, long long hw) {
+    const long long plane = blockIdx.x;
+    const T* p = x + plane * hw;
+    float acc = 0.0f;
+    for (long long i = threadIdx.x; i < hw; i += blockDim.x) {
+        const float v = to_float(p[i]);
+        acc = fmaf(v, v, acc);
+    }
+    acc = block_reduce<false>(acc);
+    if (threadIdx.x == 0) g[plane] = sqrtf(acc);
+}
+
+// scale[n, c] = g[n, c] / (mean_c g[n, :] + eps): one block per n.
+__device__ void grn_scale(const float* __restrict__ g, float* __restrict__ scale, int channels, float eps) {
+    const float* row = g + static_cast<long long>(blockIdx.x) * channels;
+    float acc = 0.0f;
+    for (int c = threadIdx.x; c < channels; c += blockDim.x) acc += row[c];
+    __shared__ float mean;
+    acc = block_reduce<false>(acc);
+    if (threadIdx.x == 0) mean = acc / channels;
+    __syncthreads();
+    const float denom = mean + eps;
+    for (int c = threadIdx.x; c < channels; c += blockDim.x)
+        scale[static_cast<long long>(blockIdx.x) * channels + c] = row[c] / denom;
+}
+
+// y = x + gamma * (x * scale) + beta: grid-stride over all elements.
+template <typename T>
+__device__ void grn_apply(const T* __restrict__ x, const T* __restrict__ gamma, const T* __restrict__ beta,
+                          const float* __restrict__ scale, T* __restrict__ y, int channels, long long hw,
+                          long long total) {
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const long long plane = i / hw;
+        const int c = static_cast<int>(plane % channels);
+        const float v = to_float(x[i]);
+        y[i] = from_float<T>(v + to_float(gamma[c]) * (v * scale[plane]) + to_float(beta[c]));
+    }
+}
+
+// ---- SFM ------------------------------------------------------------------------------------------------------
+// One pass over d = x1 - x2 per (n, c) plane: p = max d, q = max(-d) = -min d.
+template <typename T>
+__device__ void sfm_pool(const T* __restrict__ x1, const T* __restrict__ x2, float* __restrict__ pq,
+                         long long hw, long long planes) {
+    const long long plane = blockIdx.x;
+    const T* a = x1 + plane * hw;
+    const T* b = x2 + plane * hw;
+    float hi = -INFINITY, lo = INFINITY;
+    for (long long i = threadIdx.x; i < hw; i += blockDim.x) {
+        const float d = to_float(a[i]) - to_float(b[i]);
+        hi = fmaxf(hi, d);
+        lo = fminf(lo, d);
+    }
+    hi = block_reduce<true>(hi);
+    lo = -block_reduce<true>(-lo);
+    if (threadIdx.x == 0) {
+        pq[plane] = hi;            // first half: the pooled vector of x1 - x2
+        pq[planes + plane] = -lo;  // second half: the pooled vector of x2 - x1
+    }
+}
+
+// gate = 1 + sigmoid(w2 @ gelu(w1 @ v + b1) + b2) for each pooled vector v: block (n, which), shared MLP.
+// Dynamic shared memory: (channels + hidden) floats.
+template <typename T>
+__device__ void sfm_mlp(const float* __restrict__ pq, const T* __restrict__ w1, const T* __restrict__ b1,
+                        const T* __restrict__ w2, const T* __restrict__ b2, float* __restrict__ gates, int channels,
+                        int hidden, long long planes) {
+    extern __shared__ float smem[];
+    float* v = smem;
+    float* h = smem + channels;
+    const long long base = blockIdx.y * planes + static_cast<long long>(blockIdx.x) * channels;
+    for (int c = threadIdx.x; c < channels; c += blockDim.x) v[c] = pq[base + c];
+    __syncthreads();
+    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp, warps = blockDim.x / kWarp;
+    for (int m = warp; m < hidden; m += warps) {  // one warp per hidden unit: coalesced rows of w1
+        float acc = 0.0f;
+        for (int c = lane; c < channels; c += kWarp) acc = fmaf(to_float(w1[static_cast<long long>(m) * channels + c]),
+                                                                 v[c], acc);
+        acc = warp_sum(acc);
+        if (lane == 0) {
+            acc += to_float(b1[m]);
+            h[m] = 0.5f * acc * (1.0f + erff(acc * 0.70710678118654752f));  // exact GELU, as nn.GELU()
+        }
+    }
+    __syncthreads();
+    for (int c = threadIdx.x; c < channels; c += blockDim.x) {
+        float acc = to_float(b2[c]);
+        for (int m = 0; m < hidden; ++m) acc = fmaf(to_float(w2[static_cast<long long>(c) * hidden + m]), h[m], acc);
+        gates[base + c] = 1.0f + sigmoidf(acc);
+    }
+}
+
+// y1 = x1 * gate1, y2 = x2 * gate2.
+template <typename T>
+__device__ void sfm_apply(const T* __restrict__ x1, const T* __restrict__ x2, const float* __restrict__ gates,
+                          T* __restrict__ y1, T* __restrict__ y2, long long hw, long long total) {
+    const long long planes = total / hw;
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const long long plane = i / hw;
+        y1[i] = from_float<T>(to_float(x1[i]) * gates[plane]);
+        y2[i] = from_float<T>(to_float(x2[i]) * gates[planes + plane]);
+    }
+}
+
+// ---- CFM ------------------------------------------------------------------------------------------------------
+// w[:, :C] = x1 * sigmoid(s[:, :C]), w[:, C:] = x2 * sigmoid(s[:, C:]); total = N * 2C * HW output elements.
+template <typename T>
+__device__ void cfm_gate(const T* __restrict__ x1, const T* __restrict__ x2, const T* __restrict__ s,
+                         T* __restrict__ w, int channels, long long hw, long long total) {
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const long long plane = i / hw;  // over (n, 2C)
+        const long long n = plane / (2 * channels);
+        const int c2 = static_cast<int>(plane % (2 * channels));
+        const long long pixel = i % hw;
+        const T* src = c2 < channels ? x1 : x2;
+        const long long src_index = (n * channels + (c2 % channels)) * hw + pixel;
+        w[i] = from_float<T>(to_float(src[src_index]) * sigmoidf(to_float(s[plane])));
+    }
+}
+
+// y = w1 * softmax_c(a1) + w2 * softmax_c(a2), one thread per (n, pixel): channel loops are strided by HW, and
+// neighbouring threads read neighbouring pixels, so every load is coalesced. Online softmax: one pass for the
+// running max and sum, one pass to write.
+template <typename T>
+__device__ void cfm_fuse(const T* __restrict__ w, const T* __restrict__ a, T* __restrict__ y, int channels,
+                         long long hw, long long pixels) {
+    for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < pixels;
+         i += static_cast<long long>(gridDim.x) * blockDim.x) {
+        const long long n = i / hw, pixel = i % hw;
+        const long long in_base = n * 2 * channels * hw + pixel;
+        float m1 = -INFINITY, m2 = -INFINITY, s1 = 0.0f, s2 = 0.0f;
+        for (int c = 0; c < channels; ++c) {
+            const float v1 = to_float(a[in_base + c * hw]);
+            const float v2 = to_float(a[in_base + (channels + c) * hw]);
+            if (v1 > m1) { s1 = s1 * __expf(m1 - v1); m1 = v1; }
+            s1 += __expf(v1 - m1);
+            if (v2 > m2) { s2 = s2 * __expf(m2 - v2); m2 = v2; }
+            s2 += __expf(v2 - m2);
+        }
+        const float r1 = 1.0f / s1, r2 = 1.0f / s2;
+        const long long out_base = n * channels * hw + pixel;
+        for (int c = 0; c < channels; ++c) {
+            const long long k1 = in_base + c * hw, k2 = in_base + (channels + c) * hw;
+            const float p1 = __expf(to_float(a[k1]) - m1) * r1;
+            const float p2 = __expf(to_float(a[k2]) - m2) * r2;
+            y[out_base + c * hw] = from_float<T>(to_float(w[k1]) * p1 + to_float(w[k2]) * p2);
+        }
+    }
+}
+
+}  // namespace
+
+// ---- entry points ---------------------------------------------------------------------------------------------
+#define ASANET_ENTRY_POINTS(SUFFIX, T)                                                                              \
+    extern "C" __global__ void grn_norm_##SUFFIX(const T* x, float* g, long long hw) { grn_norm<T>(x, g, hw); }    \
+    extern "C" __global__ void grn_apply_##SUFFIX(const T* x, const T* gamma, const T* beta, const float* scale,   \
+                                                  T* y, int channels, long long hw, long long total) {            \
+        grn_apply<T>(x, gamma, beta, scale, y, channels, hw, total);                                               \
+    }                                                                                                              \
+    extern "C" __global__ void sfm_pool_##SUFFIX(const T* x1, const T* x2, float* pq, long long hw,                \
+                                                 long long planes) {                                              \
+        sfm_pool<T>(x1, x2, pq, hw, planes);                                                                       \
+    }                                                                                                              \
+    extern "C" __global__ void sfm_mlp_##SUFFIX(const float* pq, const T* w1, const T* b1, const T* w2,            \
+                                                const T* b2, float* gates, int channels, int hidden,              \
+                                                long long planes) {                                               \
+        sfm_mlp<T>(pq, w1, b1, w2, b2, gates, channels, hidden, planes);                                           \
+    }                                                                                                              \
+    extern "C" __global__ void sfm_apply_##SUFFIX(const T* x1, const T* x2, const float* gates, T* y1, T* y2,      \
+                                                  long long hw, long long total) {                                \
+        sfm_apply<T>(x1, x2, gates, y1, y2, hw, total);                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void cfm_gate_##SUFFIX(const T* x1, const T* x2, const T* s, T* w, int channels,         \
+                                                 long long hw, long long total) {                                 \
+        cfm_gate<T>(x1, x2, s, w, channels, hw, total);                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void cfm_fuse_##SUFFIX(const T* w, const T* a, T* y, int channels, long long hw,         \
+                                                 long long pixels) {                                              \
+        cfm_fuse<T>(w, a, y, channels, hw, pixels);                                                                \
+    }
+
+ASANET_ENTRY_POINTS(f32, float)
+ASANET_ENTRY_POINTS(f16, __half)
+
+extern "C" __global__ void grn_scale_f32(const float* g, float* scale, int channels, float eps) {
+    grn_scale(g, scale, channels, eps);
+}
