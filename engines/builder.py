@@ -231,9 +231,11 @@ def _annotated_onnx(onnx_path: Path, mode: str) -> bytes:
     from onnx import helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)
+    from asanet_rt.engines.plugins import AOT_OPS
+
     for node in model.graph.node:
-        if node.domain != ASANET_DOMAIN:
-            continue
+        if node.domain != ASANET_DOMAIN or (mode == "aot" and node.op_type not in AOT_OPS):
+            continue  # an unannotated node keeps its local function: TensorRT parses the body
         present = {a.name for a in node.attribute}
         if "plugin_namespace" not in present:
             node.attribute.append(helper.make_attribute("plugin_namespace", ASANET_DOMAIN))

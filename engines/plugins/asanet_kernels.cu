@@ -235,3 +235,17 @@ ASANET_ENTRY_POINTS(f16, __half)
 extern "C" __global__ void grn_scale_f32(const float* g, float* scale, int channels, float eps) {
     grn_scale(g, scale, channels, eps);
 }
+
+// TensorRT AOT plugins (tensorrt.plugin.aot_impl) call a kernel as (inputs..., int32 scalars..., outputs...).
+#define ASANET_AOT_ENTRY_POINTS(SUFFIX, T)                                                                          \
+    extern "C" __global__ void cfm_gate_aot_##SUFFIX(const T* x1, const T* x2, const T* s, int channels, int hw,   \
+                                                     int total, T* w) {                                           \
+        cfm_gate<T>(x1, x2, s, w, channels, hw, total);                                                            \
+    }                                                                                                              \
+    extern "C" __global__ void cfm_fuse_aot_##SUFFIX(const T* w, const T* a, int channels, int hw, int pixels,    \
+                                                     T* y) {                                                      \
+        cfm_fuse<T>(w, a, y, channels, hw, pixels);                                                                \
+    }
+
+ASANET_AOT_ENTRY_POINTS(f32, float)
+ASANET_AOT_ENTRY_POINTS(f16, __half)
