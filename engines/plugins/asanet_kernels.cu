@@ -198,6 +198,52 @@ __device__ void cfm_fuse(const T* __restrict__ w, const T* __restrict__ a, T* __
     }
 }
 
+
+// Online-softmax state (max, sum) of one lane, merged across a warp with butterfly shuffles so every lane
+// ends with the warp's result. An empty lane (max = -inf) contributes nothing.
+__device__ __forceinline__ void warp_softmax_merge(float& m, float& s) {
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
+        const float mo = __shfl_xor_sync(0xffffffffu, m, offset);
+        const float so = __shfl_xor_sync(0xffffffffu, s, offset);
+        const float mn = fmaxf(m, mo);
+        if (mn != -INFINITY) s = (m == -INFINITY ? 0.0f : s * __expf(m - mn)) + (mo == -INFINITY ? 0.0f : so * __expf(mo - mn));
+        m = mn;
+    }
+}
+
+// cfm_fuse for small maps with many channels (deep stages): one warp per pixel, lanes split the channels, so a
+// 8x8 map with 768 channels still keeps thousands of threads busy.
+template <typename T>
+__device__ void cfm_fuse_warp(const T* __restrict__ w, const T* __restrict__ a, T* __restrict__ y, int channels,
+                              long long hw, long long pixels) {
+    const int lane = threadIdx.x % kWarp;
+    const long long warps = static_cast<long long>(gridDim.x) * blockDim.x / kWarp;
+    for (long long i = (blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x) / kWarp; i < pixels;
+         i += warps) {
+        const long long n = i / hw, pixel = i % hw;
+        const long long in_base = n * 2 * channels * hw + pixel;
+        float m1 = -INFINITY, m2 = -INFINITY, s1 = 0.0f, s2 = 0.0f;
+        for (int c = lane; c < channels; c += kWarp) {
+            const float v1 = to_float(a[in_base + c * hw]);
+            const float v2 = to_float(a[in_base + (channels + c) * hw]);
+            if (v1 > m1) { s1 = s1 * __expf(m1 - v1); m1 = v1; }
+            s1 += __expf(v1 - m1);
+            if (v2 > m2) { s2 = s2 * __expf(m2 - v2); m2 = v2; }
+            s2 += __expf(v2 - m2);
+        }
+        warp_softmax_merge(m1, s1);
+        warp_softmax_merge(m2, s2);
+        const float r1 = 1.0f / s1, r2 = 1.0f / s2;
+        const long long out_base = n * channels * hw + pixel;
+        for (int c = lane; c < channels; c += kWarp) {
+            const long long k1 = in_base + c * hw, k2 = in_base + (channels + c) * hw;
+            const float p1 = __expf(to_float(a[k1]) - m1) * r1;
+            const float p2 = __expf(to_float(a[k2]) - m2) * r2;
+            y[out_base + c * hw] = from_float<T>(to_float(w[k1]) * p1 + to_float(w[k2]) * p2);
+        }
+    }
+}
+
 }  // namespace
 
 // ---- entry points ---------------------------------------------------------------------------------------------
@@ -227,6 +273,10 @@ __device__ void cfm_fuse(const T* __restrict__ w, const T* __restrict__ a, T* __
     extern "C" __global__ void cfm_fuse_##SUFFIX(const T* w, const T* a, T* y, int channels, long long hw,         \
                                                  long long pixels) {                                              \
         cfm_fuse<T>(w, a, y, channels, hw, pixels);                                                                \
+    }                                                                                                              \
+    extern "C" __global__ void cfm_fuse_warp_##SUFFIX(const T* w, const T* a, T* y, int channels, long long hw,    \
+                                                      long long pixels) {                                         \
+        cfm_fuse_warp<T>(w, a, y, channels, hw, pixels);                                                           \
     }
 
 ASANET_ENTRY_POINTS(f32, float)

@@ -27,7 +27,7 @@ PTX_ARCH = 75
 FLAGS = ("-O3", "-std=c++17", "-lineinfo", "-Werror", "all-warnings", "-Xcompiler", "-Wall,-Werror")
 #: Every kernel the plugins launch (extern "C" names in asanet_kernels.cu).
 KERNELS = tuple(f"{op}_{dtype}" for op in ("grn_norm", "grn_apply", "sfm_pool", "sfm_mlp", "sfm_apply", "cfm_gate",
-                                           "cfm_fuse", "cfm_gate_aot", "cfm_fuse_aot") for dtype in ("f32", "f16")) + (
+                                           "cfm_fuse", "cfm_fuse_warp", "cfm_gate_aot", "cfm_fuse_aot") for dtype in ("f32", "f16")) + (
     "grn_scale_f32",)
 FATBIN, PTX = "asanet_kernels.fatbin", "asanet_kernels.ptx"
 

@@ -96,8 +96,14 @@ def cfm_gate_plan(n: int, c: int, h: int, w: int, dtype: str) -> Plan:
                         ("x1", "x2", "s", "w", np.int32(c), np.int64(h * w), np.int64(total))),))
 
 
+#: Below this many pixels a thread per pixel leaves the GPU idle; a warp per pixel splits the channels instead.
+WARP_PER_PIXEL_BELOW = 8192
+
+
 def cfm_fuse_plan(n: int, c: int, h: int, w: int, dtype: str) -> Plan:
     """``c`` is the output's channel count (the inputs have 2c)."""
     pixels = n * h * w
-    return Plan((Launch(f"cfm_fuse_{_suffix(dtype)}", _stride_grid(pixels), (BLOCK, 1, 1),
-                        ("w", "a", "y", np.int32(c), np.int64(h * w), np.int64(pixels))),))
+    args = ("w", "a", "y", np.int32(c), np.int64(h * w), np.int64(pixels))
+    if pixels < WARP_PER_PIXEL_BELOW and c >= 64:
+        return Plan((Launch(f"cfm_fuse_warp_{_suffix(dtype)}", _stride_grid(pixels * 32), (BLOCK, 1, 1), args),))
+    return Plan((Launch(f"cfm_fuse_{_suffix(dtype)}", _stride_grid(pixels), (BLOCK, 1, 1), args),))
