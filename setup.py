@@ -13,7 +13,7 @@ EXTRAS = {
     "export": ["torch==2.13.0", "onnx>=1.17", "onnxslim>=0.1.50", "safetensors>=0.4", "onnxruntime>=1.20",
                "polygraphy>=0.49"],
     "rtx": ["tensorrt-rtx>=1.7", "cuda-python>=12.6"],
-    "tensorrt": ["tensorrt>=10.3", "cuda-python>=12.6"],
+    "tensorrt": ["tensorrt>=10.3", "cuda-python>=12.6", "nvidia-ml-py>=12"],
     "cuda": ["pycuda>=2024.1"],
     "cupy": ["cupy-cuda13x>=13"],
     "openvino": ["openvino>=2025.0"],
