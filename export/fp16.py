@@ -170,41 +170,12 @@ def _drop_round_trips(model: onnx.ModelProto) -> None:
 
 def _fix_functions(model: onnx.ModelProto, keep_fp32: Sequence[str]) -> None:
     """Swap in mixed-precision bodies for the asanet ops whose FP32-kept part they contain."""
-    bodies = {"GRN": grn_function_fp32_stats if "grn" in keep_fp32 else None,
-              "CFMFuse": cfm_fuse_function_fp32_softmax if "softmax" in keep_fp32 else None}
+    # GRN's shared body (onnx_functions) already keeps its statistics in float32, as the plugin kernel does.
+    bodies = {"CFMFuse": cfm_fuse_function_fp32_softmax if "softmax" in keep_fp32 else None}
     for i, function in enumerate(model.functions):
         make = bodies.get(function.name)
         if function.domain == "asanet" and make is not None:
             model.functions[i].CopyFrom(make())
-
-
-def grn_function_fp32_stats() -> onnx.FunctionProto:
-    """GRN whose statistics (sum of squares over H, W; its root; channel mean; ratio) run in float32."""
-    eps_attr = onnx.AttributeProto()
-    eps_attr.name, eps_attr.ref_attr_name, eps_attr.type = "value_float", "eps", onnx.AttributeProto.FLOAT
-    eps = helper.make_node("Constant", [], ["eps"])
-    eps.attribute.append(eps_attr)
-    nodes = [
-        eps,
-        helper.make_node("Constant", [], ["hw_axes"], value_ints=[2, 3]),
-        helper.make_node("Constant", [], ["shape_c"], value_ints=[1, -1, 1, 1]),
-        helper.make_node("Cast", ["x"], ["x32"], to=TensorProto.FLOAT),
-        helper.make_node("Mul", ["x32", "x32"], ["x2"]),
-        helper.make_node("ReduceSum", ["x2", "hw_axes"], ["ss"], keepdims=1),
-        helper.make_node("Sqrt", ["ss"], ["gx"]),
-        helper.make_node("ReduceMean", ["gx"], ["gmean"], axes=[1], keepdims=1),
-        helper.make_node("Add", ["gmean", "eps"], ["denom"]),
-        helper.make_node("Div", ["gx", "denom"], ["nx32"]),
-        helper.make_node("CastLike", ["nx32", "x"], ["nx"]),
-        helper.make_node("Mul", ["x", "nx"], ["xn"]),
-        helper.make_node("Reshape", ["gamma", "shape_c"], ["g4"]),
-        helper.make_node("Reshape", ["beta", "shape_c"], ["b4"]),
-        helper.make_node("Mul", ["g4", "xn"], ["scaled"]),
-        helper.make_node("Add", ["scaled", "b4"], ["shifted"]),
-        helper.make_node("Add", ["shifted", "x"], ["y"]),
-    ]
-    return helper.make_function("asanet", "GRN", ["x", "gamma", "beta"], ["y"], nodes,
-                                [helper.make_opsetid("", 17)], attributes=["eps"])
 
 
 def cfm_fuse_function_fp32_softmax() -> onnx.FunctionProto:
