@@ -49,7 +49,9 @@ def format_info(info: ModelInfo) -> str:
     lines = [
         f"checkpoint     {meta.source} (sha256 {meta.checkpoint_sha256[:16]}...)",
         f"architecture   {meta.arch.summary()}",
-        f"parameters     {info.params:,} for inference, {info.params_with_aux:,} with the auxiliary head",
+        f"parameters     {info.params:,} for inference, " + (
+            f"{info.params_with_aux:,} with the auxiliary head" if info.params_with_aux > info.params
+            else "no auxiliary head in the file"),
         f"cost           {info.gmacs:.2f} GMACs ({2 * info.gmacs:.2f} GFLOPs) per {info.tile}x{info.tile} tile "
         f"(the paper's 'GFLOPs' are MACs)",
         f"preprocessing  {meta.describe_preprocessing()}",
