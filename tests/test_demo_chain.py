@@ -18,7 +18,9 @@ import run_demo  # noqa: E402
 def test_demo_chain_fast(tmp_path, capsys):
     assert run_demo.main(["--out", str(tmp_path), "--fast"]) == 0
     out = capsys.readouterr().out
+    assert "parana map vs its LULC labels: IoU % water 9" in out  # in-sample tile: water where water is
     for name in ("demo_fp32.onnx", "demo_int8_cpu.onnx", "demo_int8_cpu.report.json", "punjab_landcover.tif",
+                 "parana_landcover.tif", "parana_quicklook.png",
                  "punjab_quicklook.png", "jutland_landcover.tif", "latency.json"):
         assert (tmp_path / name).is_file(), name
         assert str(tmp_path / name) in out
