@@ -18,8 +18,10 @@ def _cupy():
 
 
 pytestmark = pytest.mark.gpu
-# tiny stage 3 GRN has 3072 channels; odd planes and H*W below and above one block; batch 1 and 3.
-SHAPES = [(1, 40, 7, 9), (3, 96, 64, 64), (1, 768, 8, 8), (2, 3072, 5, 7), (1, 320, 33, 31)]
+# tiny stage 3 GRN has 3072 channels; odd planes and H*W below and above one 1024-thread block (45*37 = 1665
+# takes a second pass), H*W not a multiple of 32; batch 1, 2 and 3; both cfm_fuse variants (warp per pixel for
+# small deep maps, thread per pixel otherwise).
+SHAPES = [(1, 40, 7, 9), (3, 96, 64, 64), (1, 768, 8, 8), (2, 3072, 5, 7), (1, 320, 33, 31), (3, 40, 45, 37)]
 TOL = {"float32": dict(rtol=2e-5, atol=2e-5), "float16": dict(rtol=2e-2, atol=2e-2)}
 
 
@@ -70,6 +72,25 @@ def test_cfm_kernels(shape, dtype):
     wt, a = _data((n, 2 * c, h, w), dtype, 12), (3 * _data((n, 2 * c, h, w), dtype, 13)).astype(dtype)
     fused = cupy_ops.cfm_fuse(cp.asarray(wt), cp.asarray(a)).get()
     np.testing.assert_allclose(fused.astype(np.float64), reference.cfm_fuse(wt, a), **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_kernels_are_deterministic_and_softmax_is_stable(dtype):
+    """No atomics: two runs are bit-identical. Logits far past exp's range still give a finite softmax."""
+    cp = _cupy()
+    from asanet_rt.engines.plugins import cupy_ops
+
+    shape = (2, 384, 19, 23)
+    x, gamma, beta = _data(shape, dtype, 20), _data((384,), dtype, 21), _data((384,), dtype, 22)
+    args = [cp.asarray(v) for v in (x, gamma, beta)]
+    assert (cupy_ops.grn(*args).get() == cupy_ops.grn(*args).get()).all()
+    big = 200.0 if dtype == "float32" else 30000.0  # exp(200) overflows float32; 30000 is near fp16's max
+    for n, c2, h, w in ((1, 256, 96, 96), (2, 192, 5, 7)):  # thread-per-pixel and warp-per-pixel variants
+        wt = _data((n, c2, h, w), dtype, 23)
+        a = (_data((n, c2, h, w), "float32", 24) + big).astype(dtype)
+        got = cupy_ops.cfm_fuse(cp.asarray(wt), cp.asarray(a)).get()
+        assert np.isfinite(got).all()
+        np.testing.assert_allclose(got.astype(np.float64), reference.cfm_fuse(wt, a), **TOL[dtype])
 
 
 def test_tensorrt_engine_with_plugins_matches_onnxruntime(tmp_path):

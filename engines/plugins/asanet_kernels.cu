@@ -3,44 +3,11 @@
 // NCHW tensors, float or half I/O, float accumulation. Every kernel is extern "C" with a _f32 / _f16 suffix so
 // that TensorRT's AOT plugin path, CuPy and cuda-python can load it by name from the fatbin or the PTX.
 // Launch geometry lives in launch.py (one source of truth for every host-side caller).
-#include <cuda_fp16.h>
+#include "asanet_common.cuh"
 
 namespace {
 
-constexpr int kWarp = 32;
-
-__device__ __forceinline__ float to_float(float v) { return v; }
-__device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
-template <typename T> __device__ __forceinline__ T from_float(float v);
-template <> __device__ __forceinline__ float from_float<float>(float v) { return v; }
-template <> __device__ __forceinline__ __half from_float<__half>(float v) { return __float2half(v); }
-
-__device__ __forceinline__ float sigmoidf(float v) { return 1.0f / (1.0f + __expf(-v)); }
-
-__device__ __forceinline__ float warp_sum(float v) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
-    return v;
-}
-
-__device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
-    return v;
-}
-
-// Block-wide reduction; the result is valid in thread 0. blockDim.x is a multiple of 32, at most 1024.
-template <bool kMax>
-__device__ float block_reduce(float v) {
-    __shared__ float partial[kWarp];
-    const int lane = threadIdx.x % kWarp, warp = threadIdx.x / kWarp;
-    v = kMax ? warp_max(v) : warp_sum(v);
-    if (lane == 0) partial[warp] = v;
-    __syncthreads();
-    const int warps = blockDim.x / kWarp;
-    v = threadIdx.x < warps ? partial[threadIdx.x] : (kMax ? -INFINITY : 0.0f);
-    if (warp == 0) v = kMax ? warp_max(v) : warp_sum(v);
-    __syncthreads();  // partial[] may be reused by a second reduction in the same kernel
-    return v;
-}
+using namespace asanet;
 
 // ---- GRN ------------------------------------------------------------------------------------------------------
 // g[n, c] = sqrt(sum_hw x^2): one block per (n, c).
@@ -198,18 +165,6 @@ __device__ void cfm_fuse(const T* __restrict__ w, const T* __restrict__ a, T* __
     }
 }
 
-
-// Online-softmax state (max, sum) of one lane, merged across a warp with butterfly shuffles so every lane
-// ends with the warp's result. An empty lane (max = -inf) contributes nothing.
-__device__ __forceinline__ void warp_softmax_merge(float& m, float& s) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) {
-        const float mo = __shfl_xor_sync(0xffffffffu, m, offset);
-        const float so = __shfl_xor_sync(0xffffffffu, s, offset);
-        const float mn = fmaxf(m, mo);
-        if (mn != -INFINITY) s = (m == -INFINITY ? 0.0f : s * __expf(m - mn)) + (mo == -INFINITY ? 0.0f : so * __expf(mo - mn));
-        m = mn;
-    }
-}
 
 // cfm_fuse for small maps with many channels (deep stages): one warp per pixel, lanes split the channels, so a
 // 8x8 map with 768 channels still keeps thousands of threads busy.

@@ -2,20 +2,28 @@
 which then runs without Python or this package (C++ ground-station software, trtexec).
 
 The AOT interface launches one kernel per op with int32 scalar arguments and no workspace, so it covers the ops
-that are one kernel: ``CFMGate`` and ``CFMFuse``. GRN and SFM need a reduction before their element-wise pass;
-in an AOT build their nodes keep TensorRT's own layers (parsed from the ops' ONNX local functions), and
-``--plugins v3`` fuses all four. Importing this module registers the ops; it needs ``tensorrt`` >= 10.9.
-"""
-from __future__ import annotations
+that are one kernel: ``CFMGate`` and ``CFMFuse``. GRN and SFM need a grid-wide reduction before their
+element-wise pass (one kernel could only do that with one block per sample, or a grid barrier that needs a
+co-resident grid and zeroed scratch); in an AOT build their nodes keep TensorRT's own layers (parsed from the
+ops' ONNX local functions), and ``v3`` mode fuses all four.
 
+Registration: ``register_aot_plugins()`` (idempotent). Importing this module also registers when ``tensorrt`` is
+already imported (the engine builder relies on that); on a machine without TensorRT the import does nothing.
+
+No ``from __future__ import annotations`` here: ``tensorrt.plugin`` validates the decorated functions' type
+annotations with ``issubclass``, which needs the real classes, not strings.
+"""
+import sys
 from pathlib import Path
-from typing import Tuple
+from typing import List, Tuple, Union
 
 from . import AOT_OPS  # noqa: F401  (re-exported: the ops this module registers)
 from .build import DEFAULT_OUT, PTX, build_plugins
 
+#: Threads per block of the AOT launches (the kernels are grid-stride loops: any grid covers any shape).
 BLOCK = 256
 LIBRARY_PATH = DEFAULT_OUT / PTX
+_registered = False
 
 
 def ptx() -> bytes:
@@ -25,57 +33,77 @@ def ptx() -> bytes:
     return Path(LIBRARY_PATH).read_bytes()
 
 
-def _register() -> None:
+def register_aot_plugins() -> None:
+    """Register ``asanet::CFMGate`` and ``asanet::CFMFuse`` with ``tensorrt.plugin`` (TensorRT >= 10.9)."""
+    global _registered
+    if _registered:
+        return
     import tensorrt as trt
     import tensorrt.plugin as trtp
 
-    def suffix(desc) -> str:
+    if not hasattr(trtp, "aot_impl"):
+        raise RuntimeError(f"tensorrt {trt.__version__} has no tensorrt.plugin.aot_impl (needs >= 10.9); use the "
+                           "v3 plugins (asanet_rt.engines.plugins.trt_v3)")
+
+    # Plain helpers (not seen by tensorrt.plugin): string annotations, evaluated by nobody.
+    def suffix(desc: "trtp.TensorDesc") -> str:
         return "f32" if desc.dtype == trt.float32 else "f16"
 
+    def launch_params(threads: "trtp.ShapeExpr") -> "trtp.KernelLaunchParams":
+        params = trtp.KernelLaunchParams()
+        params.grid_x = trtp.cdiv(threads, BLOCK)
+        params.block_x = BLOCK
+        params.shared_mem = 0
+        return params
+
+    AotResult = Tuple[Union[str, bytes], Union[str, bytes], trtp.KernelLaunchParams, trtp.SymIntExprs]
+
+    # -- CFMGate: w = concat(x1 * sigmoid(s[:, :C]), x2 * sigmoid(s[:, C:])), (N, 2C, H, W)
     @trtp.register("asanet::CFMGate")
     def cfm_gate_desc(x1: trtp.TensorDesc, x2: trtp.TensorDesc, s: trtp.TensorDesc) -> trtp.TensorDesc:
-        out = x1.like()
-        out.shape_expr[1] = x1.shape_expr[1] * 2
-        return out
+        d = x1.shape_expr
+        # A fresh descriptor: x1.like() would share x1's ShapeExprs, and editing it would change the input's C.
+        return trtp.from_shape_expr((d[0], d[1] * 2, d[2], d[3]), dtype=x1.dtype)
 
     @trtp.autotune("asanet::CFMGate")
-    def cfm_gate_autotune(x1, x2, s, outputs) -> list:
+    def cfm_gate_autotune(x1: trtp.TensorDesc, x2: trtp.TensorDesc, s: trtp.TensorDesc,
+                          outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
+        # "|" ties the positions: all FP32 or all FP16 (the contract's single dtype per op), NCHW linear.
         return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16, FP32|FP16", "LINEAR")]
 
     @trtp.aot_impl("asanet::CFMGate")
     def cfm_gate_aot(x1: trtp.TensorDesc, x2: trtp.TensorDesc, s: trtp.TensorDesc,
-                     outputs: Tuple[trtp.TensorDesc], tactic: int):
-        dims = x1.shape_expr
-        hw = dims[2] * dims[3]
+                     outputs: Tuple[trtp.TensorDesc], tactic: int) -> AotResult:
+        d = x1.shape_expr
+        hw = d[2] * d[3]
         total = outputs[0].shape_expr.numel()
-        params = trtp.KernelLaunchParams()
-        params.grid_x = trtp.cdiv(total, BLOCK)
-        params.block_x = BLOCK
-        params.shared_mem = 0
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (dims[1], hw, total)])
-        return f"cfm_gate_aot_{suffix(x1)}".encode(), ptx(), params, extra
+        # cfm_gate_aot_*(x1, x2, s, int channels, int hw, int total, w)
+        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[1], hw, total)])
+        return f"cfm_gate_aot_{suffix(x1)}".encode(), ptx(), launch_params(total), extra
 
+    # -- CFMFuse: y = w[:, :C] * softmax_c(a[:, :C]) + w[:, C:] * softmax_c(a[:, C:]), (N, C, H, W)
     @trtp.register("asanet::CFMFuse")
     def cfm_fuse_desc(w: trtp.TensorDesc, a: trtp.TensorDesc) -> trtp.TensorDesc:
-        out = w.like()
-        out.shape_expr[1] = w.shape_expr[1] // 2
-        return out
+        d = w.shape_expr
+        return trtp.from_shape_expr((d[0], d[1] // 2, d[2], d[3]), dtype=w.dtype)
 
     @trtp.autotune("asanet::CFMFuse")
-    def cfm_fuse_autotune(w, a, outputs) -> list:
+    def cfm_fuse_autotune(w: trtp.TensorDesc, a: trtp.TensorDesc,
+                          outputs: Tuple[trtp.TensorDesc]) -> List[trtp.AutoTuneCombination]:
         return [trtp.AutoTuneCombination("FP32|FP16, FP32|FP16, FP32|FP16", "LINEAR")]
 
     @trtp.aot_impl("asanet::CFMFuse")
-    def cfm_fuse_aot(w: trtp.TensorDesc, a: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc], tactic: int):
-        dims = w.shape_expr
-        hw = dims[2] * dims[3]
-        pixels = dims[0] * hw
-        params = trtp.KernelLaunchParams()
-        params.grid_x = trtp.cdiv(pixels, BLOCK)
-        params.block_x = BLOCK
-        params.shared_mem = 0
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (dims[1] // 2, hw, pixels)])
-        return f"cfm_fuse_aot_{suffix(w)}".encode(), ptx(), params, extra
+    def cfm_fuse_aot(w: trtp.TensorDesc, a: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc],
+                     tactic: int) -> AotResult:
+        d = w.shape_expr
+        hw = d[2] * d[3]
+        pixels = d[0] * hw
+        # cfm_fuse_aot_*(w, a, int channels, int hw, int pixels, y): one thread per (n, pixel)
+        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[1] // 2, hw, pixels)])
+        return f"cfm_fuse_aot_{suffix(w)}".encode(), ptx(), launch_params(pixels), extra
+
+    _registered = True
 
 
-_register()
+if "tensorrt" in sys.modules:  # the builder imports this module to register (it has imported tensorrt already)
+    register_aot_plugins()

@@ -25,43 +25,53 @@ OPS = ("GRN", "SFM", "CFMGate", "CFMFuse")
 _CTYPES = {np.int32: ctypes.c_int, np.int64: ctypes.c_longlong, np.float32: ctypes.c_float}
 
 
+def _driver() -> Any:
+    """cuda-python's driver API: ``cuda.bindings.driver`` (cuda-python >= 12.6) or ``cuda.cuda`` (older, JetPack 6)."""
+    try:
+        from cuda.bindings import driver
+    except ImportError:
+        from cuda import cuda as driver
+    return driver
+
+
 class _Kernels:
-    """The fatbin loaded once per process (per CUDA context); functions looked up by name."""
+    """The fatbin loaded once per CUDA context (a module belongs to the context current when it was loaded);
+    functions looked up by name and cached per context."""
 
     _lock = threading.Lock()
-    _functions: dict[str, Any] = {}
-    _module: Any = None
+    _modules: dict[int, Any] = {}
+    _functions: dict[tuple[int, str], Any] = {}
     path: Path = DEFAULT_OUT / FATBIN
 
     @classmethod
     def get(cls, name: str) -> Any:
+        driver = _driver()
+        err, ctx = driver.cuCtxGetCurrent()
+        _check(err, "cuCtxGetCurrent")
+        key = int(ctx)  # TensorRT enqueues with its context current: the primary context of its device
         with cls._lock:
-            if cls._module is None:
-                from cuda.bindings import driver
-
+            if key not in cls._modules:
                 if not cls.path.is_file():
                     raise AsanetError(f"{cls.path}: plugin kernels are not built; run `make plugins`")
-                err, cls._module = driver.cuModuleLoadData(cls.path.read_bytes())
+                err, module = driver.cuModuleLoadData(cls.path.read_bytes())
                 _check(err, f"cuModuleLoadData({cls.path})")
-            if name not in cls._functions:
-                from cuda.bindings import driver
-
-                err, fn = driver.cuModuleGetFunction(cls._module, name.encode())
+                cls._modules[key] = module
+            if (key, name) not in cls._functions:
+                err, fn = driver.cuModuleGetFunction(cls._modules[key], name.encode())
                 _check(err, f"cuModuleGetFunction({name})")
-                cls._functions[name] = fn
-            return cls._functions[name]
+                cls._functions[(key, name)] = fn
+            return cls._functions[(key, name)]
 
 
 def _check(err: Any, what: str) -> None:
-    from cuda.bindings import driver
-
+    driver = _driver()
     if err != driver.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"{what} failed: {err}")
 
 
 def run_plan(plan: launch.Plan, pointers: dict[str, int], workspace: int, stream: int) -> None:
     """Launch ``plan`` on ``stream``; ``pointers`` maps op tensor names to device addresses."""
-    from cuda.bindings import driver
+    driver = _driver()
 
     addresses = dict(pointers)
     for name, offset in plan.workspace_offsets().items():
@@ -110,6 +120,7 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
             self.plugin_name, self.plugin_namespace, self.plugin_version = self.op, NAMESPACE, VERSION
             self.num_outputs = self.num_outputs_
             self.eps = eps
+            self._plans: dict[tuple, launch.Plan] = {}
 
         # -- core
         def get_capability_interface(self, capability: Any) -> Any:
@@ -154,8 +165,10 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
 
         def enqueue(self, input_desc: list, output_desc: list, inputs: list, outputs: list, workspace: int,
                     stream: int) -> None:
-            dtype = _dtype_name(trt, input_desc[0].type)
-            plan = self.plan([tuple(d.dims) for d in input_desc], dtype)
+            key = (tuple(tuple(d.dims) for d in input_desc), _dtype_name(trt, input_desc[0].type))
+            plan = self._plans.get(key)
+            if plan is None:  # shapes change rarely (per profile / tile size): keep the geometry per shape
+                plan = self._plans[key] = self.plan([list(s) for s in key[0]], key[1])
             run_plan(plan, self.pointers(inputs, outputs), workspace, stream)
 
         # -- per op
@@ -199,9 +212,9 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
         op = "CFMGate"
 
         def get_output_shapes(self, inputs, shape_inputs, builder):
-            out = trt.DimsExprs(inputs[0])
-            out[1] = builder.operation(trt.DimensionOperation.PROD, inputs[0][1], builder.constant(2))
-            return [out]
+            x = inputs[0]
+            channels = builder.operation(trt.DimensionOperation.PROD, x[1], builder.constant(2))
+            return [trt.DimsExprs([x[0], channels, x[2], x[3]])]
 
         def plan(self, shapes, dtype):
             return launch.cfm_gate_plan(*shapes[0], dtype)
@@ -213,9 +226,9 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
         op = "CFMFuse"
 
         def get_output_shapes(self, inputs, shape_inputs, builder):
-            out = trt.DimsExprs(inputs[0])
-            out[1] = builder.operation(trt.DimensionOperation.FLOOR_DIV, inputs[0][1], builder.constant(2))
-            return [out]
+            w = inputs[0]
+            channels = builder.operation(trt.DimensionOperation.FLOOR_DIV, w[1], builder.constant(2))
+            return [trt.DimsExprs([w[0], channels, w[2], w[3]])]
 
         def plan(self, shapes, dtype):
             n, c2, h, w = shapes[0]
