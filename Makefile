@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= export,rtx,dev
+EXTRAS ?= export,rtx,dev,ray
 
 .PHONY: setup demo test plugins bench clean
 

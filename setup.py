@@ -18,6 +18,7 @@ EXTRAS = {
     "cupy": ["cupy-cuda13x>=13"],
     "openvino": ["openvino>=2025.0"],
     "plot": ["matplotlib>=3.8"],
+    "ray": ["ray>=2.9"],
     "dev": ["pytest>=8", "polygraphy>=0.49", "rio-cogeo>=5", "matplotlib>=3.8", "openvino>=2025.0"],
 }
 

@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "asanet_rt.export.cli",
     "asanet_rt.engines.cli",
     "asanet_rt.runtime_cli",
+    "asanet_rt.batch_cli",
     "asanet_rt.bench_cli",
 )
 

@@ -1,0 +1,92 @@
+"""The batch subcommand: ``asanet-rt batch MANIFEST -o OUTDIR --model model.onnx [--ray ADDRESS|local]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .backends import BACKENDS
+
+_EPILOG = """\
+manifest (CSV with a header, or a JSON list of objects); relative paths resolve against the manifest's folder,
+GDAL paths (/vsis3/..., /vsicurl/...) are passed through; output defaults to OPTICALSTEM_landcover.tif:
+  optical,sar,output
+  s2/a.tif,s1/a.tif,a_lc.tif
+  /vsis3/bucket/s2/b.tif,/vsis3/bucket/s1/b.tif,
+
+examples:
+  asanet-rt batch scenes.csv -o maps/ --model model.onnx --optical-scale reflectance:0:3000 --sar-scale db:-25:0
+  asanet-rt batch scenes.json -o maps/ --model model.onnx --ray local --workers 2
+  asanet-rt batch scenes.csv -o /shared/maps --model model.engine --ray head-node:6379   # one actor per GPU
+"""
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``batch`` subcommand."""
+    p = subparsers.add_parser(
+        "batch", help="classify every scene pair of a manifest (in-process or on a Ray cluster), resumably",
+        description="Classify the optical + SAR pairs listed in MANIFEST into OUTDIR. Finished scenes get a "
+                    "done-record (OUTDIR/.done/NAME.json); a re-run skips scenes whose record still matches "
+                    "(same inputs, model, SDK version and options). Failed scenes are retried, then reported.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("manifest", help="CSV (optical,sar[,output] header) or JSON list of objects")
+    p.add_argument("-o", "--outdir", required=True, help="output folder (created if missing)")
+    p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
+    p.add_argument("--device", type=int, default=0, help="GPU index without Ray (with Ray, each actor gets its own)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="ONNX Runtime intra-op threads per worker (default: all cores in-process, else "
+                        "--cpus-per-worker)")
+    g = p.add_argument_group("parallelism and retries")
+    g.add_argument("--ray", default=None, metavar="ADDRESS|local",
+                   help="run on Ray: 'local' starts a local cluster, else the address of a running one "
+                        "(head:6379 or 'auto'); default: in-process, sequential")
+    g.add_argument("--workers", type=int, default=None,
+                   help="Ray actors (default: the cluster's GPUs for engines, else CPUs / --cpus-per-worker)")
+    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per Ray actor (default 1)")
+    g.add_argument("--retries", type=int, default=2, help="extra attempts for a failed scene (default 2)")
+    g = p.add_argument_group("classify options (as for `asanet-rt classify`)")
+    g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile)")
+    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px (default: tile / 4)")
+    g.add_argument("--batch", type=int, default=None, help="tiles per inference call")
+    g.add_argument("--optical-bands", default=None, metavar="B,B,B",
+                   help="1-based optical file bands in the model's band order")
+    g.add_argument("--sar-band", type=int, default=1, help="1-based SAR file band (default 1)")
+    g.add_argument("--optical-scale", default="auto", help="auto | none | reflectance:MIN:MAX | linear:MIN:MAX")
+    g.add_argument("--sar-scale", default="auto",
+                   help="auto | none | db:MIN:MAX | linear-power:MIN:MAX | linear-amplitude:MIN:MAX")
+    g.add_argument("--optical-nodata", type=_number, default=None, help="optical nodata value (default: the file's)")
+    g.add_argument("--sar-nodata", type=_number, default=None, help="SAR nodata value (default: the file's)")
+    g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
+                   help="resampling of SAR onto the optical grid (default bilinear)")
+    g.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
+    g = p.add_argument_group("reporting")
+    g.add_argument("--summary", default=None, metavar="PATH",
+                   help="batch summary JSON (default OUTDIR/batch_summary.json)")
+    g.add_argument("--no-progress", action="store_true", help="no line per finished scene on stderr")
+    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=run_batch_command)
+
+
+def run_batch_command(args: argparse.Namespace) -> int:
+    """Run ``batch``; exit status 1 when some scene failed, errors as AsanetError."""
+    from .batch import BatchConfig, format_summary, run_batch
+
+    options = dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
+                   sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
+                   optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata,
+                   sar_resampling=args.sar_resampling, sidecars=not args.no_sidecars)
+    config = BatchConfig(model=args.model, backend=args.backend, device=args.device, threads=args.threads,
+                         options=options, retries=args.retries, ray=args.ray, workers=args.workers,
+                         cpus_per_worker=args.cpus_per_worker, progress=not args.no_progress)
+    summary = run_batch(args.manifest, args.outdir, config, summary_path=args.summary)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    sys.stdout.flush()
+    return 1 if summary["failed"] else 0
