@@ -368,6 +368,7 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
             ray.init(num_cpus=int(config.workers * config.cpus_per_worker + 0.999) if config.workers else None,
                      include_dashboard=False, log_to_driver=False)
         else:
+            _check_reachable(config.ray)
             try:
                 ray.init(address=config.ray, log_to_driver=False)
             except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -420,6 +421,18 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _check_reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail fast on a HOST:PORT nobody listens at (``ray.init`` would retry for minutes)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return  # "auto", ray:// client URLs: left to Ray
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise AsanetError(f"--ray {address}: no Ray head answers there ({exc.strerror or exc}); start one with "
+                          f"`ray start --head` or use --ray local") from None
 
 
 def _summarise(results: Iterable[SceneResult], jobs: Sequence[Job], wall: float, mode: str, workers: int,

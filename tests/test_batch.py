@@ -137,6 +137,15 @@ def test_cli_errors(tmp_path: Path, toy_model: Path, capsys: pytest.CaptureFixtu
     assert "a_landcover.tif" in capsys.readouterr().err
 
 
+def test_unreachable_ray_address_fails_fast(tmp_path: Path, toy_model: Path) -> None:  # noqa: F811
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install 'asanet-rt[ray]')")
+    if ray.is_initialized():
+        pytest.skip("a Ray cluster is already connected in this process")
+    (tmp_path / "m.csv").write_text("optical,sar\na.tif,b.tif\n")
+    with pytest.raises(AsanetError, match="no Ray head answers"):
+        run_batch(tmp_path / "m.csv", tmp_path / "o", BatchConfig(model=str(toy_model), ray="127.0.0.1:1"))
+
+
 # -- Ray -----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_cluster():
