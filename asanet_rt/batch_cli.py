@@ -6,6 +6,7 @@ import json
 import sys
 
 from .backends import BACKENDS
+from .runtime_cli import add_scene_options, scene_options
 
 _EPILOG = """\
 manifest (CSV with a header, or a JSON list of objects); relative paths resolve against the manifest's folder,
@@ -19,13 +20,6 @@ examples:
   asanet-rt batch scenes.json -o maps/ --model model.onnx --ray local --workers 2
   asanet-rt batch scenes.csv -o /shared/maps --model model.engine --ray head-node:6379   # one actor per GPU
 """
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -52,21 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="Ray actors (default: the cluster's GPUs for engines, else CPUs / --cpus-per-worker)")
     g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per Ray actor (default 1)")
     g.add_argument("--retries", type=int, default=2, help="extra attempts for a failed scene (default 2)")
-    g = p.add_argument_group("classify options (as for `asanet-rt classify`)")
-    g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile)")
-    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px (default: tile / 4)")
-    g.add_argument("--batch", type=int, default=None, help="tiles per inference call")
-    g.add_argument("--optical-bands", default=None, metavar="B,B,B",
-                   help="1-based optical file bands in the model's band order")
-    g.add_argument("--sar-band", type=int, default=1, help="1-based SAR file band (default 1)")
-    g.add_argument("--optical-scale", default="auto", help="auto | none | reflectance:MIN:MAX | linear:MIN:MAX")
-    g.add_argument("--sar-scale", default="auto",
-                   help="auto | none | db:MIN:MAX | linear-power:MIN:MAX | linear-amplitude:MIN:MAX")
-    g.add_argument("--optical-nodata", type=_number, default=None, help="optical nodata value (default: the file's)")
-    g.add_argument("--sar-nodata", type=_number, default=None, help="SAR nodata value (default: the file's)")
-    g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
-                   help="resampling of SAR onto the optical grid (default bilinear)")
-    g.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
+    add_scene_options(p)  # the same tiling, band and value options as `asanet-rt classify`
+    p.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
     g = p.add_argument_group("reporting")
     g.add_argument("--summary", default=None, metavar="PATH",
                    help="batch summary JSON (default OUTDIR/batch_summary.json)")
@@ -79,10 +60,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     """Run ``batch``; exit status 1 when some scene failed, errors as AsanetError."""
     from .batch import BatchConfig, format_summary, run_batch
 
-    options = dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
-                   sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
-                   optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata,
-                   sar_resampling=args.sar_resampling, sidecars=not args.no_sidecars)
+    options = dict(scene_options(args), sidecars=not args.no_sidecars)
     config = BatchConfig(model=args.model, backend=args.backend, device=args.device, threads=args.threads,
                          options=options, retries=args.retries, ray=args.ray, workers=args.workers,
                          cpus_per_worker=args.cpus_per_worker, progress=not args.no_progress)

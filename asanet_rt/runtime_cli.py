@@ -33,21 +33,8 @@ def _float_or_none(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``classify`` subcommand."""
-    p = subparsers.add_parser(
-        "classify", help="classify an optical + SAR GeoTIFF pair into a land-cover COG",
-        description="Classify an optical + SAR GeoTIFF pair into a Cloud-Optimized GeoTIFF land-cover map on the "
-                    "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
-                    "blended on probabilities, so no seams appear.",
-        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands)")
-    p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
-    p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
-    p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
-    p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+def add_scene_options(p: argparse.ArgumentParser) -> None:
+    """Tiling, band and value options shared by ``classify`` and ``batch``; read back with ``scene_options``."""
     g = p.add_argument_group("tiling")
     g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile)")
     g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px (default: tile / 4)")
@@ -66,6 +53,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
                    help="resampling of SAR onto the optical grid when the grids differ: nearest, bilinear "
                         "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
+
+
+def scene_options(args: argparse.Namespace) -> dict:
+    """The ``classify_scene`` keyword arguments that ``add_scene_options`` defines."""
+    return dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
+                sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
+                optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``classify`` subcommand."""
+    p = subparsers.add_parser(
+        "classify", help="classify an optical + SAR GeoTIFF pair into a land-cover COG",
+        description="Classify an optical + SAR GeoTIFF pair into a Cloud-Optimized GeoTIFF land-cover map on the "
+                    "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
+                    "blended on probabilities, so no seams appear.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands)")
+    p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
+    p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
+    p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
+    p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+    add_scene_options(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
     g.add_argument("--confidence-dtype", default="float32", choices=("float32", "uint8"),
@@ -97,10 +109,7 @@ def run_classify(args: argparse.Namespace) -> int:
         summary = clf.classify_scene(
             args.optical, args.sar, args.output, confidence=args.confidence, confidence_dtype=args.confidence_dtype,
             quicklook=args.quicklook, quicklook_size=args.quicklook_size, quicklook_alpha=args.quicklook_alpha,
-            tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
-            sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
-            optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling,
-            overwrite=args.overwrite, progress=not args.no_progress, sidecars=not args.no_sidecars)
+            **scene_options(args), overwrite=args.overwrite, progress=not args.no_progress, sidecars=not args.no_sidecars)
     for w in caught:  # the summary repeats the range warnings; the others go to stderr here
         if str(w.message) not in summary.warnings:
             print(f"asanet-rt classify: warning: {w.message}", file=sys.stderr)
