@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import Runner, open_runner
+from .backends import Runner, model_feed, open_runner
 from .errors import AsanetError
-from .metadata import ModelMetadata
-from .tiling import MULTIPLE, TileGrid, pad_reflect, round_up
+from .metadata import ModelInputs, ModelMetadata
+from .tiling import TileGrid, pad_reflect, round_up
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -39,22 +39,32 @@ class Classifier:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.metadata: ModelMetadata = runner.metadata
-        export = dict(self.metadata.export or {})
-        if not export:
-            raise AsanetError(f"{runner.path}: the model's metadata has no export section (tile and batch "
-                              f"ranges, outputs); export it with `asanet-rt export`")
         self.path = runner.path
-        self.input_kind = str(export.get("input", "raw"))
-        #: names of the optical input's channels, in the order the model takes them
-        self.optical_bands: tuple[str, ...] = tuple(export.get("optical_bands") or self.metadata.optical_channels)
-        self.tile_range: tuple[int, int] = tuple(int(v) for v in export.get("tile", (MULTIPLE, 4096)))
-        self.batch_range: tuple[int, int] = tuple(int(v) for v in export.get("batch", (1, 1)))
+        #: what the model file accepts: tile and batch ranges, band order, input kind (read once)
+        self.inputs: ModelInputs = runner.inputs
         outputs = tuple(runner.output_names)
         self.score_output = next((name for name in SCORE_OUTPUTS if name in outputs), None)
         if self.score_output is None:
             raise AsanetError(f"{runner.path}: model outputs {', '.join(outputs)}; the runtime needs one of "
                               f"{', '.join(SCORE_OUTPUTS)}")
         self._lock = threading.Lock()
+
+    @property
+    def input_kind(self) -> str:
+        return self.inputs.kind
+
+    @property
+    def optical_bands(self) -> tuple[str, ...]:
+        """Names of the optical input's channels, in the order the model takes them."""
+        return self.inputs.optical_bands
+
+    @property
+    def tile_range(self) -> tuple[int, int]:
+        return self.inputs.tile_range
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return self.inputs.batch_range
 
     @classmethod
     def open(cls, path: str | os.PathLike, backend: str = "auto", device: int = 0, **options: Any) -> "Classifier":
@@ -82,14 +92,12 @@ class Classifier:
     @property
     def default_tile(self) -> int:
         """The model's native tile, clipped to its exported range (a multiple of 32)."""
-        lo, hi = self.tile_range
-        return min(max(round_up(self.metadata.native_tile), lo), hi)
+        return self.inputs.default_tile
 
     @property
     def on_cpu(self) -> bool:
-        """Whether the model runs on the CPU (ONNX Runtime's CPU execution provider)."""
-        providers = tuple(getattr(self.runner, "providers", ()))
-        return self.runner.backend == "onnxruntime" and providers[:1] == ("CPUExecutionProvider",)
+        """Whether the model runs on the CPU."""
+        return self.runner.device == "cpu"
 
     @property
     def default_batch(self) -> int:
@@ -111,19 +119,6 @@ class Classifier:
         return float(self.metadata.sar_mean[0])
 
     # -- inference -------------------------------------------------------------------------------------------
-    def _feed(self, optical: np.ndarray, sar: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's inputs: raw values as is, or normalised here for a ``--input normalized`` export."""
-        if self.input_kind != "normalized":
-            return {"optical": optical, "sar": sar}
-        meta = self.metadata
-        perm = [self.optical_bands.index(name) for name in meta.optical_channels]
-        mean = np.asarray(meta.optical_mean, np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(meta.optical_std, np.float32).reshape(1, 3, 1, 1)
-        s_mean = np.asarray(meta.sar_mean, np.float32).reshape(1, -1, 1, 1)
-        s_std = np.asarray(meta.sar_std, np.float32).reshape(1, -1, 1, 1)
-        sar3 = np.repeat(sar.astype(np.float32), meta.sar_replicate, axis=1)
-        return {"optical": (optical[:, perm].astype(np.float32) - mean) / std, "sar": (sar3 - s_mean) / s_std}
-
     def scores(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         """Per-class scores (N, K, H, W) float32 that blend linearly, for tiles of a size the model accepts.
 
@@ -139,7 +134,7 @@ class Classifier:
             if m < lo:  # a fixed-batch engine: pad with copies of the last tile
                 opt = np.concatenate([opt, np.repeat(opt[-1:], lo - m, axis=0)])
                 sar_ = np.concatenate([sar_, np.repeat(sar_[-1:], lo - m, axis=0)])
-            feed = self._feed(opt, sar_)
+            feed = model_feed(self.metadata, opt, sar_)
             with self._lock:
                 out = self.runner.infer(feed)
             parts.append(self._to_scores(out)[:m])
@@ -217,13 +212,7 @@ class Classifier:
 
     def check_tile(self, tile: int | None) -> int:
         """``tile`` (default: the model's) checked against the model's range; a clear error otherwise."""
-        lo, hi = self.tile_range
-        if tile is None:
-            return self.default_tile
-        tile = int(tile)
-        if tile % MULTIPLE or not lo <= tile <= hi:
-            raise AsanetError(f"--tile {tile}: the model takes tiles of {lo} to {hi} px in steps of {MULTIPLE}")
-        return tile
+        return self.inputs.check_tile(tile)
 
     def _tiled_scores(self, opt: np.ndarray, sar: np.ndarray, tile: int, overlap: int) -> np.ndarray:
         """One large image, tiled with overlap and blended (in memory: the image is in memory already)."""

@@ -8,16 +8,10 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import AsanetError
-
-#: Every tile edge the model sees is a multiple of this (ASANet downsamples by 32).
-MULTIPLE = 32
+from .metadata import TILE_MULTIPLE as MULTIPLE
+from .metadata import round_up
 #: Smallest blending weight: keeps a pixel seen only by one tile's border well defined.
 WEIGHT_FLOOR = 0.02
-
-
-def round_up(value: int, multiple: int = MULTIPLE) -> int:
-    """The smallest multiple of ``multiple`` that is >= ``value``."""
-    return -(-int(value) // multiple) * multiple
 
 
 def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
