@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .backends import Runner, model_feed, open_runner
+from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
 from .metadata import ModelInputs, ModelMetadata
-from .tiling import TileGrid, pad_reflect, round_up
+from .tiling import TileGrid, TileSettings, pad_reflect, round_up
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -48,6 +49,11 @@ class Classifier:
             raise AsanetError(f"{runner.path}: model outputs {', '.join(outputs)}; the runtime needs one of "
                               f"{', '.join(SCORE_OUTPUTS)}")
         self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """The registry name of the backend running the model."""
+        return self.runner.backend
 
     @property
     def input_kind(self) -> str:
@@ -101,13 +107,13 @@ class Classifier:
 
     @property
     def default_batch(self) -> int:
-        """Tiles per inference call unless asked otherwise, within the exported range.
+        """Tiles per inference call unless asked otherwise (see :meth:`TileSettings.choose`)."""
+        return self.tile_settings().batch
 
-        On a CPU batching does not speed up convolutions (each op is already parallel over a 512 px tile) but
-        multiplies the activation memory, so the smallest batch; on a GPU up to 8 to keep the device busy.
-        """
-        lo, hi = self.batch_range
-        return max(lo, min(hi, 1 if self.on_cpu else 8))
+    def tile_settings(self, tile: int | None = None, overlap: int | None = None,
+                      batch: int | None = None) -> TileSettings:
+        """The tile, overlap and batch this model runs a scene with, checked against what it accepts."""
+        return TileSettings.choose(self.inputs, on_cpu=self.on_cpu, tile=tile, overlap=overlap, batch=batch)
 
     def optical_fill(self) -> tuple[float, float, float]:
         """The training mean of each optical input band (in ``optical_bands`` order), used for nodata pixels."""
@@ -206,42 +212,45 @@ class Classifier:
             ph, pw = max(lo, round_up(h)), max(lo, round_up(w))
             scores = self.scores(pad_reflect(opt, 0, ph - h, 0, pw - w), pad_reflect(sar, 0, ph - h, 0, pw - w))
             return np.ascontiguousarray(scores[:, :, :h, :w])
-        tile = self.check_tile(tile)
-        overlap = tile // 4 if overlap is None else int(overlap)
-        return np.stack([self._tiled_scores(opt[i], sar[i], tile, overlap) for i in range(n)])
+        plan = self.tile_settings(tile, overlap)
+        return np.stack([self._tiled_scores(opt[i], sar[i], plan.tile, plan.overlap) for i in range(n)])
 
     def check_tile(self, tile: int | None) -> int:
         """``tile`` (default: the model's) checked against the model's range; a clear error otherwise."""
         return self.inputs.check_tile(tile)
 
     def _tiled_scores(self, opt: np.ndarray, sar: np.ndarray, tile: int, overlap: int) -> np.ndarray:
-        """One large image, tiled with overlap and blended (in memory: the image is in memory already)."""
+        """One large in-memory image, tiled with overlap and blended by the same blender as scenes."""
         _, h, w = opt.shape
         grid = TileGrid.plan(h, w, tile, overlap, self.tile_range[0])
-        weights = grid.weights()
+        blender = RowBlender(grid, self.num_classes, keep_scores=True)
         by, bx = -min(grid.ys[0], 0), -min(grid.xs[0], 0)
         ay, ax = max(0, grid.ys[-1] + grid.tile_h - h), max(0, grid.xs[-1] + grid.tile_w - w)
         opt_p, sar_p = pad_reflect(opt, by, ay, bx, ax), pad_reflect(sar, by, ay, bx, ax)
-        acc = np.zeros((self.num_classes, h, w), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        windows = [(y, x) for y in grid.ys for x in grid.xs]
+        out = np.empty((self.num_classes, h, w), np.float32)
+        finished: list[FinishedRows] = []
         step = self.default_batch
-        for start in range(0, len(windows), step):
-            chunk = windows[start:start + step]
-            o = np.stack([opt_p[:, y + by:y + by + grid.tile_h, x + bx:x + bx + grid.tile_w] for y, x in chunk])
-            s = np.stack([sar_p[:, y + by:y + by + grid.tile_h, x + bx:x + bx + grid.tile_w] for y, x in chunk])
-            for (y, x), sc in zip(chunk, self.scores(o, s)):
-                y0, y1, x0, x1 = max(y, 0), min(y + grid.tile_h, h), max(x, 0), min(x + grid.tile_w, w)
-                wt = weights[y0 - y:y1 - y, x0 - x:x1 - x]
-                acc[:, y0:y1, x0:x1] += sc[:, y0 - y:y1 - y, x0 - x:x1 - x] * wt
-                wsum[y0:y1, x0:x1] += wt
-        acc /= wsum
-        return acc
+        for r, y in enumerate(grid.ys):
+            y0, y1 = max(y, 0), min(y + grid.tile_h, h)
+            finished += blender.start_band(r, y0, np.ones((y1 - y0, w), bool), grid.cols)
+            for start in range(0, grid.cols, step):
+                cols = range(start, min(start + step, grid.cols))
+                o = np.stack([opt_p[:, y + by:y + by + grid.tile_h, grid.xs[c] + bx:grid.xs[c] + bx + grid.tile_w]
+                              for c in cols])
+                s = np.stack([sar_p[:, y + by:y + by + grid.tile_h, grid.xs[c] + bx:grid.xs[c] + bx + grid.tile_w]
+                              for c in cols])
+                for c, sc in zip(cols, self.scores(o, s)):
+                    finished += blender.add(r, c, sc)
+        for rows in finished:
+            out[:, rows.y0:rows.y0 + rows.scores.shape[1]] = rows.scores
+        return out
 
     # -- scenes ----------------------------------------------------------------------------------------------
-    def classify_scene(self, optical: str | os.PathLike, sar: str | os.PathLike, output: str | os.PathLike,
+    def classify_scene(self, optical: str | os.PathLike, sar: str | os.PathLike,
+                       output: str | os.PathLike | None = None,
                        **options: Any) -> "SceneSummary":
-        """Classify a GeoTIFF pair into a COG land-cover map; see ``asanet_rt.scene_pipeline.classify_scene``."""
+        """Classify a GeoTIFF pair into a COG land-cover map (and ``outputs=[...]`` sinks); see
+        ``asanet_rt.scene_pipeline.classify_scene``."""
         from .scene_pipeline import classify_scene
 
         return classify_scene(self, optical, sar, output, **options)
