@@ -125,6 +125,12 @@ class Classifier:
         return float(self.metadata.sar_mean[0])
 
     # -- inference -------------------------------------------------------------------------------------------
+    def prepare(self, batch: int, tile_h: int, tile_w: int) -> None:
+        """Let the backend set up for (batch, tile_h, tile_w) tiles now rather than on the first call."""
+        lo, hi = self.batch_range
+        with self._lock:
+            self.runner.prepare(min(max(batch, lo), hi), tile_h, tile_w)
+
     def scores(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         """Per-class scores (N, K, H, W) float32 that blend linearly, for tiles of a size the model accepts.
 

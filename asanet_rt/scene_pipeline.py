@@ -55,6 +55,8 @@ class SceneModel(Protocol):
 
     def scores(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray: ...
 
+    def prepare(self, batch: int, tile_h: int, tile_w: int) -> None: ...
+
     def optical_fill(self) -> tuple[float, float, float]: ...
 
     def sar_fill(self) -> float: ...
@@ -296,6 +298,8 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
         log.info("%s: %d x %d px, %d x %d tiles of %d x %d px (overlap %d), batch %d, SAR %s, backend %s",
                  optical, scene.width, scene.height, grid.rows, grid.cols, grid.tile_h, grid.tile_w, plan.overlap,
                  plan.batch, scene.alignment, classifier.backend)
+        # shape-specific set-up (OpenVINO compiles per shape) before the clock of the model stage starts
+        classifier.prepare(plan.batch, grid.tile_h, grid.tile_w)
         ctx = SinkContext(classifier.classes, classifier.palette, classifier.path, classifier.optical_bands, scene,
                           dict(scene.profile))
         with contextlib.ExitStack() as stack:
