@@ -21,7 +21,7 @@ torch is imported only by the torch runner, in the worker that runs a checkpoint
 from __future__ import annotations
 
 from .env import environment, gpus
-from .measure import bench_config, bench_model, model_info, open_model
+from .measure import bench_config, bench_model, open_model
 from .plot import plot_report
 from .report import (SCHEMA_VERSION, TABLE_HEADERS, assemble_report, describe_environment, format_table, table_rows,
                      to_markdown, validate_report, write_json, write_markdown)
@@ -34,6 +34,6 @@ _gpus = gpus
 
 __all__ = ["MODES", "SCHEMA_VERSION", "TABLE_HEADERS", "BenchSettings", "ModelSpec", "assemble_report",
            "bench_config", "bench_model", "describe_environment", "environment", "expand_models", "format_table",
-           "gpus", "main", "make_inputs", "model_info", "model_kind", "open_model", "parse_model", "peak_rss_mb",
+           "gpus", "main", "make_inputs", "model_kind", "open_model", "parse_model", "peak_rss_mb",
            "plot_report", "reset_peak_rss", "rss_mb", "run_benchmark", "run_isolated", "summarize", "table_rows",
            "time_loop", "to_markdown", "validate_report", "write_json", "write_markdown"]

@@ -13,6 +13,7 @@ from typing import Any, Callable, Mapping
 
 from ..backends import Runner, model_feed, open_runner
 from ..errors import AsanetError
+from ..model_summary import model_summary
 from .settings import BenchSettings, ModelSpec
 from .timing import make_inputs, nvml_process_mb, peak_rss_mb, reset_peak_rss, rounded, rss_mb, time_loop
 
@@ -27,24 +28,6 @@ def open_model(spec: ModelSpec, settings: BenchSettings) -> Runner:
     """``spec`` opened on its backend with the settings that backend takes (threads, torch device, precision)."""
     return open_runner(spec.path, backend=spec.backend, device=settings.device,
                        **settings.runner_options(spec.backend))
-
-
-def model_info(runner: Runner, kind: str) -> dict[str, Any]:
-    """Precision, op flavour, outputs ... for the report, from the runner's metadata."""
-    meta = runner.metadata
-    export = dict(meta.export or {})
-    inputs = runner.inputs
-    return {
-        "precision": inputs.precision,
-        # The op flavour (portable/plugins) of an exported graph; a checkpoint has none.
-        "flavour": export.get("ops") if kind != "checkpoint" else None,
-        "int8_target": export.get("int8_target"),
-        "input_kind": inputs.kind,
-        "outputs": list(inputs.outputs) or None,
-        "arch": meta.arch.name,
-        "num_classes": meta.num_classes,
-        "optical_bands": list(inputs.optical_bands),
-    }
 
 
 def device_memory(runner: Runner, settings: BenchSettings) -> tuple[float | None, str | None]:
@@ -131,7 +114,7 @@ def bench_model(spec: ModelSpec, settings: BenchSettings, say: Say = _quiet) -> 
         # The runner's own name where it knows better (an engine's header says TensorRT or TensorRT-RTX).
         record["backend"] = runner.backend or spec.backend
         record["device"] = runner.device
-        record.update(model_info(runner, spec.kind))
+        record.update(model_summary(runner))
         record["runtime"] = runner.runtime_info()
         for tile in settings.tiles:
             for batch in settings.batches:
