@@ -78,9 +78,9 @@ class LabelMap:
         path = Path(text)
         if path.is_file():
             return cls._from_pairs(_read_pairs(path, option), str(path), option)
-        if ":" in text and not path.suffix:
-            pairs = [item.split(":", 1) for item in re.split(r"[,\s]+", text) if item]
-            return cls._from_pairs(pairs, text, option)
+        items = [item for item in re.split(r"[,\s]+", text) if item]
+        if items and all(":" in item for item in items):
+            return cls._from_pairs([item.split(":", 1) for item in items], text, option)
         if path.suffix:
             raise AsanetError(f"{option} {text}: file not found")
         raise AsanetError(f"{option} {text!r}: give identity, whu, reduce-zero, VALUE:CLASS pairs (1:0,2:1,...) "

@@ -292,6 +292,7 @@ def test_label_map_forms(tmp_path):
     assert LabelMap.parse(None, default="whu").name == "whu" and not LabelMap.parse("reduce-zero").explicit
     for bad, message in (("1:0,1:2", "value 1 is mapped twice"), ("1:x", "whole numbers"),
                          ("nonsense", "give identity, whu, reduce-zero"), ("1:-2", "negative"),
+                         ("10:0,20:1.5", r"20:1\.5 is not VALUE:CLASS"),
                          (str(tmp_path / "absent.csv"), "absent.csv: file not found")):
         with pytest.raises(AsanetError, match=message):
             LabelMap.parse(bad)
