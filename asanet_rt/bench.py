@@ -44,6 +44,7 @@ from ._version import __version__
 from .errors import AsanetError
 from .io_utils import atomic_output
 from .metadata import METADATA_KEY, ModelMetadata
+from .model_files import check_onnx_file
 
 log = logging.getLogger(__name__)
 
@@ -526,6 +527,7 @@ class OpenVINOTarget(Target):
 
         self.ov = ov
         self.core = ov.Core()
+        check_onnx_file(spec.path)  # OpenVINO dereferences ONNX Runtime's in-memory tag even from a file
         try:
             self.model = self.core.read_model(spec.path)
         except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError subclasses

@@ -76,7 +76,7 @@ def check_onnx_file(path: str | os.PathLike) -> None:
             for tensor in _external_tensors(path, data):
                 _check_tensor(path, *tensor)
         except _Malformed as exc:
-            raise ModelFileError(f"{path}: not a readable ONNX model (malformed protobuf: {exc})") from None
+            raise ModelFileError(f"{path}: not a loadable ONNX model (malformed protobuf: {exc})") from None
         finally:
             data.release()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AsanetError
+from ..model_files import check_onnx_file
 from .base import Runner
 
 __all__ = ["Runner", "open_runner", "ONNX_SUFFIXES", "ENGINE_SUFFIXES", "BACKENDS"]
@@ -49,6 +50,7 @@ def open_runner(path: str | os.PathLike, backend: str = "auto", device: int = 0,
     if name in ONNX_BACKENDS:
         if suffix in ENGINE_SUFFIXES:
             raise AsanetError(f"{path}: a serialized engine cannot run on {name}; use backend tensorrt")
+        check_onnx_file(path)  # external data and metadata size, before ONNX Runtime reads anything
         from .onnxruntime import OnnxRuntimeRunner
 
         provider = None if name == "onnxruntime" else name.split("-", 1)[1]
