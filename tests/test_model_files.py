@@ -283,7 +283,8 @@ def _nesting_bomb(levels: int) -> bytes:
 def test_malformed_files_are_refused_with_one_line(tmp_path, content, pattern):
     path = tmp_path / "bad.onnx"
     path.write_bytes(content)
-    with pytest.raises(ModelFileError, match=rf"bad\.onnx: not a loadable ONNX model \(malformed protobuf: .*{pattern}"):
+    expected = rf"bad\.onnx: not a loadable ONNX model \(malformed protobuf: .*{pattern}"
+    with pytest.raises(ModelFileError, match=expected):
         check_onnx_file(path)
 
 
@@ -319,6 +320,15 @@ def test_onnxruntime_itself_refuses_escaping_locations(layout, location):
     path = _weights_elsewhere(layout["toy"], layout["folder"], location.format(secret=layout["secret"]))
     with pytest.raises(Exception, match="(?i)escapes model directory|absolute path not allowed"):
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+@pytest.mark.parametrize("location", ["../../outside/secret.bin", "{secret}"])
+def test_openvino_itself_refuses_escaping_locations(layout, location):
+    """OpenVINO (2026.4) refuses these too, but not ONNX Runtime's raw-memory tag (README, Security)."""
+    ov = pytest.importorskip("openvino")
+    path = _weights_elsewhere(layout["toy"], layout["folder"], location.format(secret=layout["secret"]))
+    with pytest.raises(Exception, match="(?i)outside the base directory"):
+        ov.Core().read_model(str(path))
 
 
 def test_check_needs_neither_onnx_nor_protobuf(toy_model, tmp_path):
