@@ -203,10 +203,8 @@ def _entry(data: memoryview, start: int, end: int) -> tuple[str, str]:
 
 
 def _text(data: memoryview, span: tuple[int, int]) -> str:
-    try:
-        return bytes(data[span[0]:span[1]]).decode("utf-8")
-    except UnicodeDecodeError:
-        raise _Malformed(f"a string at byte {span[0]} is not UTF-8") from None
+    # not strict: proto2 readers take non-UTF-8 strings as raw bytes, and so do file names on POSIX
+    return bytes(data[span[0]:span[1]]).decode("utf-8", "surrogateescape")
 
 
 # -- protobuf wire format --------------------------------------------------------------------------------------

@@ -359,3 +359,13 @@ def test_every_reader_entry_point_checks_first(layout, tmp_path):
 
     with pytest.raises(ModelFileError, match=pattern):
         OpenVINOTarget(ModelSpec(str(path), "openvino"), BenchSettings())
+
+
+def test_non_utf8_strings_are_taken_as_bytes(tmp_path):
+    """A non-UTF-8 tensor name is no reason to refuse; a non-UTF-8 location is still checked as a path."""
+    model = _hiding_places("../outside.bin")["initializer"]
+    raw = model.SerializeToString().replace(b"hidden", b"hid\xffen").replace(b"../outside.bin", b"../outs\xffde.bin")
+    path = tmp_path / "bytes.onnx"
+    path.write_bytes(raw)
+    with pytest.raises(ModelFileError, match=r"tensor 'hid\\udcffen' points at '\.\./outs\\udcffde\.bin'"):
+        check_onnx_file(path)
