@@ -1,9 +1,9 @@
 """Checks on ONNX files from untrusted sources, run before any library (ONNX Runtime, OpenVINO, onnx, TensorRT's
 parser) opens them: external-data locations must stay inside the model's folder, metadata must be of sane size.
 
-The file is read with a small protobuf wire-format walker, so this needs neither the ``onnx`` package nor
-protobuf, and it never loads weights. The walker visits every tensor a reader may load external data for:
-graph initializers and sparse initializers, tensor and sparse-tensor attributes of nodes (``Constant`` ...),
+The file is read with a small protobuf wire-format walker (``protowire``), so this needs neither the ``onnx``
+package nor protobuf, and it never loads weights. The walker visits every tensor a reader may load external data
+for: graph initializers and sparse initializers, tensor and sparse-tensor attributes of nodes (``Constant`` ...),
 subgraphs (``If``, ``Loop``, ``Scan``) at any depth, local functions and training graphs.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Iterator
 
 from .errors import AsanetError
 from .metadata import METADATA_KEY
+from .protowire import BYTES, VARINT, WireFormatError, fields
 
 __all__ = ["ModelFileError", "check_onnx_file", "MAX_METADATA_BYTES", "MAX_ONNX_BYTES"]
 
@@ -30,7 +31,6 @@ MAX_NESTING = 96
 ORT_MEMORY_TAG = "*/_ORT_MEM_ADDR_/*"
 
 _EXTERNAL = 1  # TensorProto.DataLocation.EXTERNAL
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
 # Which length-delimited fields hold a message worth visiting, by message kind and field number (onnx.proto).
 _SCHEMA: dict[str, dict[int, str]] = {
     "model": {7: "graph", 20: "training", 25: "function"},            # metadata_props (14) is read separately
@@ -45,10 +45,6 @@ _SCHEMA: dict[str, dict[int, str]] = {
 
 class ModelFileError(AsanetError, ValueError):
     """A model file refused before parsing: unsafe external data, oversized metadata, malformed protobuf."""
-
-
-class _Malformed(Exception):
-    """Wire-format error at a byte offset; turned into a ``ModelFileError`` naming the file."""
 
 
 def check_onnx_file(path: str | os.PathLike) -> None:
@@ -75,7 +71,7 @@ def check_onnx_file(path: str | os.PathLike) -> None:
         try:
             for tensor in _external_tensors(path, data):
                 _check_tensor(path, *tensor)
-        except _Malformed as exc:
+        except WireFormatError as exc:
             raise ModelFileError(f"{path}: not a loadable ONNX model (malformed protobuf: {exc})") from None
         finally:
             data.release()
@@ -133,15 +129,15 @@ def _external_tensors(path: Path, data: memoryview) -> Iterator[tuple[str, bool,
     while stack:
         kind, start, end, depth = stack.pop()
         if depth > MAX_NESTING:
-            raise _Malformed(f"messages nested deeper than {MAX_NESTING} levels at byte {start}")
+            raise WireFormatError(f"messages nested deeper than {MAX_NESTING} levels at byte {start}")
         if kind == "tensor":
             found = _tensor_external_data(data, start, end)
             if found is not None:
                 yield found
             continue
         children = _SCHEMA[kind]
-        for field, wire, value in _fields(data, start, end):
-            if wire != _BYTES:
+        for field, wire, value in fields(data, start, end):
+            if wire != BYTES:
                 continue  # a wrong wire type is an unknown field to protobuf: no reader uses it
             lo, hi = value
             if kind == "model" and field == 14:
@@ -153,12 +149,12 @@ def _external_tensors(path: Path, data: memoryview) -> Iterator[tuple[str, bool,
 def _tensor_external_data(data: memoryview, start: int, end: int) -> tuple[str, bool, list[tuple[str, str]]] | None:
     """(name, marked external, external_data entries) of one TensorProto, or None when it names no external data."""
     name, external, entries = "", False, []
-    for field, wire, value in _fields(data, start, end):
-        if field == 8 and wire == _BYTES:
+    for field, wire, value in fields(data, start, end):
+        if field == 8 and wire == BYTES:
             name = _text(data, value)
-        elif field == 14 and wire == _VARINT:
+        elif field == 14 and wire == VARINT:
             external = value == _EXTERNAL
-        elif field == 13 and wire == _BYTES:
+        elif field == 13 and wire == BYTES:
             entries.append(_entry(data, *value))
     return (name, external, entries) if external or entries else None
 
@@ -178,10 +174,10 @@ def _check_tensor(path: Path, name: str, external: bool, entries: list[tuple[str
 def _check_metadata_entry(path: Path, data: memoryview, start: int, end: int) -> None:
     """Refuse an oversized ``asanet_rt.metadata`` value before anything parses it as JSON."""
     key_span = value_span = None
-    for field, wire, value in _fields(data, start, end):
-        if wire == _BYTES and field == 1:
+    for field, wire, value in fields(data, start, end):
+        if wire == BYTES and field == 1:
             key_span = value
-        elif wire == _BYTES and field == 2:
+        elif wire == BYTES and field == 2:
             value_span = value
     if key_span is None or value_span is None or _text(data, key_span) != METADATA_KEY:
         return
@@ -194,10 +190,10 @@ def _check_metadata_entry(path: Path, data: memoryview, start: int, end: int) ->
 def _entry(data: memoryview, start: int, end: int) -> tuple[str, str]:
     """A StringStringEntryProto as (key, value)."""
     key = value = ""
-    for field, wire, span in _fields(data, start, end):
-        if wire == _BYTES and field == 1:
+    for field, wire, span in fields(data, start, end):
+        if wire == BYTES and field == 1:
             key = _text(data, span)
-        elif wire == _BYTES and field == 2:
+        elif wire == BYTES and field == 2:
             value = _text(data, span)
     return key, value
 
@@ -205,39 +201,3 @@ def _entry(data: memoryview, start: int, end: int) -> tuple[str, str]:
 def _text(data: memoryview, span: tuple[int, int]) -> str:
     # not strict: proto2 readers take non-UTF-8 strings as raw bytes, and so do file names on POSIX
     return bytes(data[span[0]:span[1]]).decode("utf-8", "surrogateescape")
-
-
-# -- protobuf wire format --------------------------------------------------------------------------------------
-def _fields(data: memoryview, pos: int, end: int) -> Iterator[tuple[int, int, object]]:
-    """(field number, wire type, value) of one message: an int, or (start, end) of a length-delimited field."""
-    while pos < end:
-        tag, pos = _varint(data, pos, end)
-        field, wire = tag >> 3, tag & 7
-        if field == 0:
-            raise _Malformed(f"field number 0 at byte {pos}")
-        if wire == _VARINT:
-            value, pos = _varint(data, pos, end)
-        elif wire == _BYTES:
-            size, pos = _varint(data, pos, end)
-            if size > end - pos:
-                raise _Malformed(f"a {size}-byte field at byte {pos} runs past its message (ends at {end})")
-            value, pos = (pos, pos + size), pos + size
-        elif wire in (_FIXED64, _FIXED32):
-            step = 8 if wire == _FIXED64 else 4
-            if pos + step > end:
-                raise _Malformed(f"a fixed-size field at byte {pos} runs past its message")
-            value, pos = None, pos + step
-        else:
-            raise _Malformed(f"wire type {wire} at byte {pos} (groups and types 6, 7 are not ONNX)")
-        yield field, wire, value
-
-
-def _varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
-    result = shift = 0
-    for i in range(pos, min(end, pos + 10)):
-        byte = data[i]
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, i + 1
-        shift += 7
-    raise _Malformed(f"truncated or overlong varint at byte {pos}")
