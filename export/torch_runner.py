@@ -1,0 +1,112 @@
+"""The torch backend: a checkpoint run on the faithful network, behind the runtime's one runner interface.
+
+It takes what a raw-input ONNX export takes (0-255 pixel values, optical bands in the checkpoint's own order) and
+gives softmax probabilities, so a checkpoint is a drop-in reference for ``classify``, ``eval``, ``bench`` and
+``compare``. Registered in ``asanet_rt.backends.registry`` by module name: the runtime never imports torch itself.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from asanet_rt.backends.base import ComputeFn, Runner
+from asanet_rt.errors import AsanetError
+
+from .checkpoint import load_checkpoint
+
+#: What the eager network accepts: any batch, any H, W from 32 px (multiples of 32 keep the pyramid exact).
+TILE_RANGE = (32, 8192)
+BATCH_RANGE = (1, 256)
+
+
+class TorchRunner(Runner):
+    """A checkpoint on torch eager (or ``compile=True``: ``torch.compile``), on the CPU or ``torch_device``."""
+
+    backend = "torch"
+
+    def __init__(self, path: str | os.PathLike, device: int = 0, threads: int | None = None,
+                 torch_device: str = "cpu", compile: bool = False) -> None:  # noqa: A002 - torch's own word
+        if threads:
+            torch.set_num_threads(int(threads))
+            with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+                torch.set_num_interop_threads(1)
+        if not (torch_device == "cpu" or torch_device.startswith("cuda")):
+            raise AsanetError(f"--torch-device {torch_device!r}: use cpu or cuda[:N]")
+        if torch_device.startswith("cuda") and not torch.cuda.is_available():
+            raise AsanetError(f"{path}: --torch-device {torch_device} but this torch has no CUDA device")
+        self.device = torch_device if torch_device == "cpu" or ":" in torch_device else f"{torch_device}:{device}"
+        model = load_checkpoint(path).to(self.device)
+        meta = model.metadata
+        # The network's own contract, stated as an export section so every consumer reads one description.
+        super().__init__(str(path), meta.with_export(
+            input="raw", optical_bands=list(meta.optical_channels), outputs=["probabilities"],
+            tile=list(TILE_RANGE), batch=list(BATCH_RANGE), precision="fp32", ops="torch"))
+        self.compiled = bool(compile)
+        self.backend = "torch-compile" if self.compiled else "torch"
+        self.net = torch.compile(model) if self.compiled else model
+        dev = self.device
+        self._opt_mean = torch.tensor(meta.optical_mean, device=dev).view(1, 3, 1, 1)
+        self._opt_std = torch.tensor(meta.optical_std, device=dev).view(1, 3, 1, 1)
+        self._sar_mean = torch.tensor(meta.sar_mean[:1], device=dev).view(1, 1, 1, 1)
+        self._sar_std = torch.tensor(meta.sar_std[:1], device=dev).view(1, 1, 1, 1)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return ("probabilities",)
+
+    def _forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
+        """The work of a raw-input export with probabilities: normalise, replicate SAR, network, softmax."""
+        opt = (optical - self._opt_mean) / self._opt_std
+        sar3 = ((sar - self._sar_mean) / self._sar_std).expand(-1, 3, -1, -1)
+        return torch.softmax(self.net(opt, sar3), dim=1)
+
+    def _tensors(self, feed: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        return tuple(torch.from_numpy(np.ascontiguousarray(feed[k], dtype=np.float32)).to(self.device)
+                     for k in self.input_names)  # type: ignore[return-value]
+
+    def infer(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        with torch.inference_mode():
+            return {"probabilities": self._forward(*self._tensors(feed)).cpu().numpy()}  # .cpu() syncs a GPU
+
+    def compute_fn(self, feed: Mapping[str, np.ndarray]) -> tuple[ComputeFn, str] | None:
+        opt, sar = self._tensors(feed)
+        if self.device == "cpu":
+            def call() -> None:
+                with torch.inference_mode():
+                    self._forward(opt, sar)
+            return call, "perf_counter_ns"
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def timed() -> int:
+            with torch.inference_mode():
+                start.record()
+                self._forward(opt, sar)
+                end.record()
+            end.synchronize()
+            return int(start.elapsed_time(end) * 1e6)
+        return timed, "cuda_event"
+
+    def runtime_info(self) -> dict[str, Any]:
+        info = {**super().runtime_info(), "torch_threads": torch.get_num_threads(),
+                "torch_interop_threads": torch.get_num_interop_threads(),
+                "mode": "compile" if self.compiled else "eager"}
+        if self.device != "cpu":
+            info["gpu"] = torch.cuda.get_device_name(self.device)
+        return info
+
+    def reset_device_peak(self) -> None:
+        if self.device != "cpu":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def device_memory(self) -> tuple[float | None, str | None]:
+        if self.device == "cpu":
+            return None, None
+        return (torch.cuda.max_memory_allocated(self.device) / (1024 * 1024),
+                "torch.cuda.max_memory_allocated (tensors; the caching allocator reserves more)")
+
+    def close(self) -> None:
+        self.net = None
