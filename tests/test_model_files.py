@@ -355,6 +355,8 @@ def test_every_reader_entry_point_checks_first(layout, tmp_path):
     with pytest.raises(ModelFileError, match=pattern):  # no TensorRT object is touched before the check
         builder._parse(None, None, None, path, None)
     pytest.importorskip("openvino")
+    with pytest.raises(ModelFileError, match=pattern):
+        open_runner(path, backend="openvino")
     from asanet_rt.bench import BenchSettings, ModelSpec, OpenVINOTarget
 
     with pytest.raises(ModelFileError, match=pattern):
