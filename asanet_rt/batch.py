@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 from ._version import __version__
 from .errors import AsanetError
 from .io_utils import atomic_output, sha256_file
+from .output_names import check_output_name
 from .sinks import default_outputs
 
 #: Folder (inside OUTDIR) of the done-records.
@@ -101,13 +102,13 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
         if not optical or not sar:
             raise AsanetError(f"{where}: needs both an optical and a sar path")
         name = str(row.get("output") or "").strip() or _stem(optical) + OUTPUT_SUFFIX
-        if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-            raise AsanetError(f"{where}: output {name!r} must be a plain file name (it is written inside OUTDIR)")
+        inputs = (_resolve(optical, base), _resolve(sar, base))
+        check_output_name(name, where, outdir, inputs)
         if name in seen:
             raise AsanetError(f"{where}: output name {name!r} is also the output of {manifest}: {seen[name]}; "
                               f"give the scenes distinct output names")
         seen[name] = line
-        jobs.append(Job(name, _resolve(optical, base), _resolve(sar, base), str(outdir / name)))
+        jobs.append(Job(name, *inputs, str(outdir / name)))
     return jobs
 
 

@@ -22,6 +22,7 @@ from torch import nn
 from asanet_rt.errors import AsanetError
 from asanet_rt.io_utils import atomic_output
 from asanet_rt.metadata import METADATA_KEY, ModelInputs, ModelMetadata
+from asanet_rt.model_files import check_onnx_file
 
 from .graph_ops import prepare_for_export
 from .network import MIN_INPUT_SIZE, ASANetSegmentor
@@ -199,6 +200,7 @@ def save_onnx(model: onnx.ModelProto, out_path: str | os.PathLike, *, overwrite:
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
     """The asanet-rt metadata of an ONNX file."""
+    check_onnx_file(path)
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
