@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -85,10 +86,24 @@ class SceneSummary:
     warnings: tuple[str, ...] = ()
     outputs: dict[str, str] = field(default_factory=dict)  # sink kind -> path
     backend: str = ""
+    area_km2: float | None = None  # ground area of the scene (None when its CRS gives no ground unit)
 
     @property
     def megapixels_per_second(self) -> float:
         return self.width * self.height / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def km2_per_second(self) -> float | None:
+        """Ground area classified per second of wall time."""
+        if self.area_km2 is None or self.seconds <= 0:
+            return None
+        return self.area_km2 / self.seconds
+
+    @property
+    def overlap_factor(self) -> float:
+        """How many times each scene pixel went through the model on average (tile overlap and edge padding)."""
+        inferred = (self.tiles - self.tiles_skipped) * self.tile[0] * self.tile[1]
+        return inferred / (self.width * self.height) if self.width * self.height else 0.0
 
     def format(self) -> str:
         """A human-readable report: outputs, speed, and the share of each class."""
@@ -97,8 +112,10 @@ class SceneSummary:
         lines += [f"wrote {p}" for p in (self.confidence, self.quicklook) if p]
         lines.append(f"{self.tiles} tiles of {self.tile[0]} x {self.tile[1]} (overlap {self.overlap}, batch "
                      f"{self.batch}, {self.tiles_skipped} without data skipped) in {format_seconds(self.seconds)} "
-                     f"({self.seconds:.2f} s, {self.megapixels_per_second:.2f} Mpx/s, "
-                     f"model {self.model_seconds:.2f} s)")
+                     f"({self.seconds:.2f} s, {self.megapixels_per_second:.2f} Mpx/s"
+                     + (f", {self.km2_per_second:.2f} km2/s" if self.km2_per_second is not None else "")
+                     + f", model {self.model_seconds:.2f} s on {self.backend or 'the model'}, each pixel "
+                     f"{self.overlap_factor:.2f}x)")
         width = max([len(n) for n in self.class_counts] + [6])
         for name, count in list(self.class_counts.items()) + [("nodata", self.nodata_pixels)]:
             lines.append(f"  {name:<{width}}  {count:>12,d} px  {100.0 * count / total:6.2f} %")
@@ -313,6 +330,7 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
                 sink.finish(ctx)
         messages = scene.warnings()
         alignment = scene.alignment
+        area = ground_area_km2(scene.profile)
     for message in messages:
         warnings.warn(message, RangeWarning, stacklevel=2)
     by_kind = {s.kind: str(s.path) for s in sinks}
@@ -323,7 +341,25 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
         class_counts=dict(zip(classifier.classes, map(int, writer.counts))), nodata_pixels=writer.nodata,
         confidence=by_kind.get("confidence"), quicklook=by_kind.get("quicklook"),
         sidecars=tuple(by_kind[k] for k in ("style", "attribute_table") if k in by_kind),
-        warnings=tuple(messages), outputs=by_kind, backend=classifier.backend)
+        warnings=tuple(messages), outputs=by_kind, backend=classifier.backend, area_km2=area)
+
+
+def ground_area_km2(profile: dict) -> float | None:
+    """The ground area of a raster grid: from the pixel size in a projected CRS, or for longitude/latitude
+    degrees at the scene centre's latitude; None without a CRS."""
+    crs, transform = profile.get("crs"), profile["transform"]
+    if crs is None:
+        return None
+    width, height = profile["width"], profile["height"]
+    pixel = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs.is_geographic:
+        lat = math.radians((transform * (width / 2, height / 2))[1])
+        # metres per degree of latitude and of longitude at that latitude (WGS 84 ellipsoid, first terms)
+        m_lat = 111132.92 - 559.82 * math.cos(2 * lat) + 1.175 * math.cos(4 * lat)
+        m_lon = 111412.84 * math.cos(lat) - 93.5 * math.cos(3 * lat)
+        return pixel * m_lat * m_lon * width * height / 1e6
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return pixel * factor * factor * width * height / 1e6
 
 
 def _resolve_outputs(output: str | os.PathLike | None, outputs: Sequence[Sink] | None,
