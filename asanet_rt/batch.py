@@ -271,6 +271,7 @@ class BatchConfig:
     workers: int | None = None
     cpus_per_worker: float = 1.0
     progress: bool = True
+    allow_host_code: bool = False  # trust a version-compatible engine's embedded code (--allow-engine-host-code)
 
 
 def is_engine(model: str, backend: str) -> bool:
@@ -326,8 +327,9 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
 
 def _runner_options(config: BatchConfig, threads: int | None) -> dict[str, Any]:
     # intra-op threads are an ONNX Runtime setting; engines schedule on the GPU
-    return {"threads": threads} if threads and not config.model.lower().endswith((".engine", ".plan", ".trt")) \
-        else {}
+    if config.model.lower().endswith((".engine", ".plan", ".trt")):
+        return {"allow_host_code": True} if config.allow_host_code else {}
+    return {"threads": threads} if threads else {}
 
 
 def _run_sequential(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfig,

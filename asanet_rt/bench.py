@@ -105,6 +105,7 @@ class BenchSettings:
     openvino_precision: str = "f32"
     isolate: bool = True
     keep_samples: bool = True
+    allow_engine_host_code: bool = False  # trust version-compatible engines' embedded code (--allow-engine-host-code)
 
     def resolved(self) -> "BenchSettings":
         """A copy with ``threads`` filled in and every value checked."""
@@ -455,6 +456,8 @@ class RunnerTarget(Target):
         options: dict[str, Any] = {}
         if spec.backend.startswith("onnxruntime"):
             options["threads"] = settings.threads
+        elif settings.allow_engine_host_code:
+            options["allow_host_code"] = True
         self.runner = open_runner(spec.path, backend=spec.backend, device=settings.device, **options)
         self.backend = spec.backend if spec.backend.startswith("onnxruntime") else (self.runner.backend or spec.backend)
         self.metadata = self.runner.metadata

@@ -343,11 +343,11 @@ def classes_from_outputs(outputs: Mapping[str, np.ndarray]) -> np.ndarray:
 class ClassifierPredictor(Predictor):
     """ONNX on ONNX Runtime or an engine, through ``asanet_rt.classifier.Classifier`` (batch ranges, padding)."""
 
-    def __init__(self, path: str, backend: str, device: int, threads: int) -> None:
+    def __init__(self, path: str, backend: str, device: int, threads: int, allow_host_code: bool = False) -> None:
         from .classifier import Classifier
 
-        options = {"threads": threads} if path.lower().endswith(".onnx") and not backend.startswith(
-            ("tensorrt", "trt", "rtx")) else {}
+        on_ort = path.lower().endswith(".onnx") and not backend.startswith(("tensorrt", "trt", "rtx"))
+        options = {"threads": threads} if on_ort else {"allow_host_code": True} if allow_host_code else {}
         self.classifier = Classifier.open(path, backend=backend, device=device, **options)
         self.metadata = self.classifier.metadata
         self.bands = tuple(self.classifier.optical_bands)
@@ -394,7 +394,7 @@ def _model_info(meta: ModelMetadata) -> dict[str, Any]:
 
 
 def open_predictor(path: str | os.PathLike, backend: str = "auto", device: int = 0, threads: int = 0,
-                   torch_device: str = "cpu") -> Predictor:
+                   torch_device: str = "cpu", allow_host_code: bool = False) -> Predictor:
     """A predictor for a checkpoint (torch), an ONNX file (ONNX Runtime or ``openvino``) or an engine."""
     from .backends.onnxruntime import physical_cores
     from .bench import CHECKPOINT_SUFFIXES, model_kind
@@ -414,7 +414,7 @@ def open_predictor(path: str | os.PathLike, backend: str = "auto", device: int =
         if kind != "onnx":
             raise AsanetError(f"{path}: OpenVINO runs ONNX files, not {', '.join(CHECKPOINT_SUFFIXES)} or engines")
         return TargetPredictor(path, "openvino", threads, device, torch_device)
-    return ClassifierPredictor(path, backend, device, threads)
+    return ClassifierPredictor(path, backend, device, threads, allow_host_code)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -470,7 +470,8 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, layout: str =
              backend: str = "auto", batch: int = 4, threads: int = 0, device: int = 0, torch_device: str = "cpu",
              optical_bands: Sequence[int] | None = None, optical_scale: str | Scale = "auto",
              sar_scale: str | Scale = "auto", sar_band: int = 1, ignore_index: int = IGNORE_INDEX,
-             label_map: str | None = None, limit: int | None = None, progress: bool = False) -> EvalResult:
+             label_map: str | None = None, limit: int | None = None, progress: bool = False,
+             allow_host_code: bool = False) -> EvalResult:
     """Score ``model`` on the dataset at ``data`` (mmseg's IoU metric: counts summed over all images).
 
     ``label_map``: ``identity``, ``whu`` (10..70 / 1..7 -> 0..6, 0 -> ignore) or ``reduce-zero`` (mmseg's
@@ -492,7 +493,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, layout: str =
                                                                                          "--optical-scale"),
         sar_scale=sar_scale if isinstance(sar_scale, Scale) else Scale.parse(sar_scale, "--sar-scale"),
         sar_band=int(sar_band), label_map=label_map or spec.label_map, ignore_index=int(ignore_index))
-    predictor = open_predictor(model, backend, device, threads, torch_device)
+    predictor = open_predictor(model, backend, device, threads, torch_device, allow_host_code)
     try:
         meta = predictor.metadata
         expected = DATASET_CLASSES.get(layout_name)

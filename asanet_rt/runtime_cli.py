@@ -55,6 +55,13 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                         "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
 
 
+def add_engine_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-engine-host-code`` for every command that opens engines (classify, batch, bench, eval, inspect)."""
+    p.add_argument("--allow-engine-host-code", action="store_true",
+                   help="run a version-compatible engine's embedded host code (TensorRT's lean runtime inside the file): only for " \
+                        "engines from a source you trust")
+
+
 def scene_options(args: argparse.Namespace) -> dict:
     """The ``classify_scene`` keyword arguments that ``add_scene_options`` defines."""
     return dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
@@ -77,6 +84,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+    add_engine_trust_option(p)
     add_scene_options(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
@@ -103,6 +111,8 @@ def run_classify(args: argparse.Namespace) -> int:
     on_ort = args.backend.startswith("onnxruntime") or (args.backend == "auto" and
                                                         not args.model.lower().endswith(ENGINE_SUFFIXES))
     options = {"threads": args.threads} if args.threads and on_ort else {}
+    if args.allow_engine_host_code and not on_ort:
+        options["allow_host_code"] = True
     with warnings.catch_warnings(record=True) as caught, \
             Classifier.open(args.model, backend=args.backend, device=args.device, **options) as clf:
         warnings.simplefilter("always")
