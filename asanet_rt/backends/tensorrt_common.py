@@ -330,15 +330,23 @@ def import_runtime(backend: str, module: str | None, path: Path, *, version_comp
                       f"{' or '.join(repr(n) for n in names)} (tried: {', '.join(tried)}){lean}")
 
 
+_UNUSABLE: list[Any] = []
+
+
 def create_runtime(trt: ModuleType, logger: Any) -> Any:
-    """``trt.Runtime(logger)``; its pybind11 'nullptr' TypeError (no GPU, no driver) becomes a clear error."""
+    """``trt.Runtime(logger)``, failing clearly without a usable GPU: depending on the release TensorRT then raises
+    pybind11's 'nullptr' TypeError, returns None, or returns an unusable object after logging the error."""
+    errors = getattr(logger, "errors", None)
+    before = len(errors) if errors is not None else 0
     try:
         runtime = trt.Runtime(logger)
     except TypeError as exc:
         runtime, cause = None, exc
     else:
         cause = None
-    if runtime is None:
+    if runtime is None or (errors is not None and len(errors) > before):
+        if runtime is not None:
+            _UNUSABLE.append(runtime)  # destroying a half-made Runtime crashes some releases: never free it
         detail = "; ".join(getattr(logger, "errors", [])[-2:]) or str(cause or "")
         raise AsanetError(f"{trt.__name__}: no CUDA GPU found, or its driver is too old for this TensorRT "
                           f"({detail})")
