@@ -87,6 +87,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("--plugins", default="auto", choices=("auto", "aot", "v3", "none"),
                    help="plugin mode of the test engine (default auto)")
     d.add_argument("--dla-core", type=int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
+    d.add_argument("--onnx", metavar="PATH", help="use this `--ops plugins` export instead of a small random model")
     d.add_argument("--keep", metavar="DIR", help="keep the test ONNX and engine in DIR")
     d.add_argument("--json", action="store_true", help="print the report as JSON")
     d.set_defaults(func=_doctor)
@@ -119,7 +120,8 @@ def _build(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from .doctor import main as doctor_main
 
-    return doctor_main(plugins=args.plugins, dla_core=args.dla_core, keep=args.keep, as_json=args.json)
+    return doctor_main(plugins=args.plugins, dla_core=args.dla_core, keep=args.keep, as_json=args.json,
+                       onnx=args.onnx)
 
 
 # ------------------------------------------------------------------------------------------------------------
