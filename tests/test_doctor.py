@@ -50,3 +50,14 @@ def test_failed_engine_check_is_reported(monkeypatch, capsys, tmp_path):
     monkeypatch.setattr(doctor, "check_engine", fail)
     assert doctor.main(keep=str(tmp_path)) == 1
     assert "engine check: model.onnx: TensorRT 10.3.0 could not parse" in capsys.readouterr().out
+
+
+def test_jetson_extra_keeps_cuda_python_below_the_jetpack6_driver():
+    """cuda-python 13 needs a CUDA 13 driver; JetPack 6 has CUDA 12.6 (cudaErrorInsufficientDriver otherwise)."""
+    import ast
+
+    tree = ast.parse((ROOT / "setup.py").read_text())
+    extras = next(ast.literal_eval(node.value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXTRAS")
+    assert "cuda-python>=12.6,<13" in extras["jetson"]
+    assert not any(req.startswith("tensorrt") for req in extras["jetson"])  # JetPack's TensorRT, not PyPI's

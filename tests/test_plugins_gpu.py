@@ -161,3 +161,59 @@ def test_nan_and_minus_inf_behave_like_torch(dtype):
         np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
         ok = ~np.isnan(ref)
         np.testing.assert_allclose(got[ok], ref[ok], **TOL[dtype])
+
+
+def test_v3_plugins_enqueue_on_device_memory_without_tensorrt(tmp_path):
+    """The IPluginV3 classes' enqueue (as TensorRT would call it) on real GPU memory through cuda-python, with
+    TensorRT-RTX's bindings for the classes: every op against the numpy reference."""
+    trt = pytest.importorskip("tensorrt_rtx", reason="needs the IPluginV3 classes of tensorrt_rtx")
+    from asanet_rt.backends.tensorrt_common import current_device_info
+
+    if current_device_info(0) is None:
+        pytest.skip("needs cuda-python and a CUDA GPU")
+    import types
+
+    from cuda.bindings import runtime as rt
+
+    from asanet_rt.engines.plugins import trt_v3
+    from asanet_rt.engines.plugins.build import build_plugins
+
+    trt_v3._Kernels.path = build_plugins(tmp_path)
+    trt_v3._Kernels._modules.clear()
+    trt_v3._Kernels._functions.clear()
+    rt.cudaSetDevice(0)
+    classes = trt_v3.make_classes(trt)
+    n, c, h, w, m = 2, 40, 7, 9, 32
+    rng = np.random.default_rng(7)
+    cases = {
+        "GRN": ([(n, c, h, w), (c,), (c,)], [(n, c, h, w)], lambda a: [reference.grn(*a, 1e-6)]),
+        "SFM": ([(n, c, h, w), (n, c, h, w), (m, c), (m,), (c, m), (c,)], [(n, c, h, w)] * 2,
+                lambda a: list(reference.sfm(*a))),
+        "CFMGate": ([(n, c, h, w), (n, c, h, w), (n, 2 * c, 1, 1)], [(n, 2 * c, h, w)],
+                    lambda a: [reference.cfm_gate(*a)]),
+        "CFMFuse": ([(n, 2 * c, h, w), (n, 2 * c, h, w)], [(n, c, h, w)], lambda a: [reference.cfm_fuse(*a)]),
+    }
+    for op, (in_shapes, out_shapes, ref) in cases.items():
+        host = [(rng.normal(size=s) / (np.sqrt(s[-1]) if len(s) == 2 else 1)).astype(np.float32) for s in in_shapes]
+        plugin = classes[op][0]()
+        ptrs_in, ptrs_out = [], []
+        for a in host:
+            err, p = rt.cudaMalloc(a.nbytes)
+            rt.cudaMemcpy(p, a.ctypes.data, a.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+            ptrs_in.append(int(p))
+        for s in out_shapes:
+            err, p = rt.cudaMalloc(int(np.prod(s)) * 4)
+            ptrs_out.append(int(p))
+        desc = [types.SimpleNamespace(dims=s, type=trt.float32) for s in in_shapes]
+        workspace = plugin.plan([list(s) for s in in_shapes], "float32").workspace_bytes
+        err, ws = rt.cudaMalloc(max(1, workspace))
+        err, stream = rt.cudaStreamCreate()
+        plugin.enqueue(desc, [], ptrs_in, ptrs_out, int(ws), int(stream))
+        rt.cudaStreamSynchronize(stream)
+        for p, s, expected in zip(ptrs_out, out_shapes, ref(host)):
+            got = np.empty(s, np.float32)
+            rt.cudaMemcpy(got.ctypes.data, p, got.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+            np.testing.assert_allclose(got.astype(np.float64), expected, **TOL["float32"], err_msg=op)
+        for p in ptrs_in + ptrs_out + [int(ws)]:
+            rt.cudaFree(p)
+        rt.cudaStreamDestroy(stream)
