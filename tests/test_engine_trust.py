@@ -172,3 +172,35 @@ def test_lean_runtime_only_for_version_compatible_engines(monkeypatch, tmp_path)
         common.import_runtime("tensorrt", None, path, version_compatible=False)
     with pytest.raises(AsanetError, match="loads only version-compatible"):
         common.import_runtime("tensorrt", "tensorrt_lean", path, version_compatible=False)
+
+
+def test_inspect_layers_follows_the_trust_rule_and_shares_the_logger(tmp_path, monkeypatch, capsys):
+    from asanet_rt.cli import main
+
+    path = _engine(tmp_path, compatibility=VC)
+    assert main(["inspect", str(path), "--layers"]) == 2
+    err = capsys.readouterr().err
+    assert "--allow-engine-host-code" in err and err.count("\n") == 1
+
+    fake = _Recorder()
+    loggers = []
+    monkeypatch.setattr(common, "import_runtime", lambda *a, **k: fake)
+    monkeypatch.setattr(common, "current_device_info", lambda device=0: common.DeviceInfo("GPU", (8, 7), True, True))
+    real_shared = common.shared_logger
+    monkeypatch.setattr(common, "shared_logger", lambda trt: loggers.append(real_shared(trt)) or loggers[-1])
+    assert main(["inspect", str(path), "--layers", "--allow-engine-host-code"]) == 2  # the stand-in refuses the plan
+    assert fake.flags == [True] and len(loggers) == 1 and loggers[0] is real_shared(fake)
+    assert "could not deserialise" in capsys.readouterr().err
+
+
+def test_v3_plugin_keeps_its_serialized_fields_alive():
+    """TensorRT before 10.6 reads the returned collection after get_fields_to_serialize returns."""
+    import gc
+
+    trt = pytest.importorskip("tensorrt_rtx")
+    from asanet_rt.engines.plugins import trt_v3
+
+    grn = trt_v3.make_classes(trt)["GRN"][0](1e-5)
+    fields = grn.get_fields_to_serialize()
+    holders = [r for r in gc.get_referrers(fields) if isinstance(r, tuple)]
+    assert any(h in vars(grn).values() for h in holders)
