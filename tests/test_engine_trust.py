@@ -204,3 +204,50 @@ def test_v3_plugin_keeps_its_serialized_fields_alive():
     fields = grn.get_fields_to_serialize()
     holders = [r for r in gc.get_referrers(fields) if isinstance(r, tuple)]
     assert any(h in vars(grn).values() for h in holders)
+
+
+# ---- the CLI flag reaches the runner of every command that opens engines ---------------------------------------
+class _Stop(AsanetError):
+    pass
+
+
+def test_allow_engine_host_code_flag_reaches_the_runners(tmp_path, monkeypatch):
+    from asanet_rt import batch, bench, cli, evaluate
+    from asanet_rt.classifier import Classifier
+
+    engine = _engine(tmp_path, compatibility=VC)
+    seen = {}
+
+    def fake_open(path, backend="auto", device=0, **options):
+        seen["classify"] = options
+        raise _Stop("stop")
+
+    monkeypatch.setattr(Classifier, "open", staticmethod(fake_open))
+    assert cli.main(["classify", "a.tif", "b.tif", "-o", str(tmp_path / "o.tif"), "--model", str(engine),
+                     "--allow-engine-host-code"]) == 2
+    assert seen["classify"] == {"allow_host_code": True}
+
+    def fake_run_batch(manifest, outdir, config, summary_path=None):
+        seen["batch"] = batch._runner_options(config, None)
+        raise _Stop("stop")
+
+    monkeypatch.setattr(batch, "run_batch", fake_run_batch)
+    assert cli.main(["batch", "m.csv", "-o", str(tmp_path), "--model", str(engine),
+                     "--allow-engine-host-code"]) == 2
+    assert seen["batch"] == {"allow_host_code": True}
+
+    def fake_evaluate(model, data, **kwargs):
+        seen["eval"] = kwargs["allow_host_code"]
+        raise _Stop("stop")
+
+    monkeypatch.setattr(evaluate, "evaluate", fake_evaluate)
+    assert cli.main(["eval", str(engine), "--data", str(tmp_path), "--allow-engine-host-code"]) == 2
+    assert seen["eval"] is True
+
+    def fake_benchmark(models, settings, **kwargs):
+        seen["bench"] = bench.BenchSettings.from_dict(settings.to_dict()).allow_engine_host_code  # as the subprocess
+        raise _Stop("stop")
+
+    monkeypatch.setattr(bench, "run_benchmark", fake_benchmark)
+    assert cli.main(["bench", str(engine), "--allow-engine-host-code"]) == 2
+    assert seen["bench"] is True
