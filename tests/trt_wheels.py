@@ -20,17 +20,21 @@ LEAN = ("tensorrt-lean-cu13-bindings==11.4.0.106", "tensorrt-lean-cu13-libs==11.
 def wheel(requirement: str) -> Path | None:
     """The cached wheel for ``requirement`` (``name==version``), downloaded with pip if missing; None if unavailable."""
     name, version = requirement.split("==")
-    stem = f"{name.replace('-', '_')}-{version}-"
-    found = sorted(CACHE.glob(f"{stem}*.whl"))
-    if not found:
+    python = f"{sys.version_info.major}{sys.version_info.minor}"
+    # Binding wheels are per Python version (the lean test imports the native module); libs wheels are py3.
+    patterns = [f"{name.replace('-', '_')}-{version}-{tag}-*.whl" for tag in (f"cp{python}", "py3")]
+
+    def cached() -> list[Path]:
+        return sorted(p for pattern in patterns for p in CACHE.glob(pattern))
+
+    if not cached():
         CACHE.mkdir(parents=True, exist_ok=True)
         try:
             subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                            "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64", "-d", str(CACHE),
-                            requirement], check=True, capture_output=True, timeout=300)
+                            "-d", str(CACHE), requirement], check=True, capture_output=True, timeout=180)
         except (OSError, subprocess.SubprocessError):
             return None
-        found = sorted(CACHE.glob(f"{stem}*.whl"))
+    found = cached()
     return found[0] if found else None
 
 
