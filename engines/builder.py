@@ -563,6 +563,16 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
     build_seconds = time.perf_counter() - t_build
     if serialized is None:
         detail = "\n".join(f"  {e}" for e in logger.errors[-10:]) or "  (no error message from TensorRT)"
+        if plugins.mode != "none" and plugin_mode == "auto":
+            # auto promises an engine: the same build with the ops' local functions inlined
+            log.warning("%s: %s failed to build with the %s plugins; building again with the local functions "
+                        "inlined:\n%s", onnx_path, be.label, plugins.mode, detail)
+            return build_engine(onnx_path, out_path, backend=backend, profiles=profiles, workspace_mib=workspace_mib,
+                                tactic_memory_mib=tactic_memory_mib, timing_cache=timing_cache, opt_level=opt_level,
+                                dla_core=dla_core, version_compatible=version_compatible,
+                                hardware_compatible=hardware_compatible,
+                                legacy_precision_flags=legacy_precision_flags, plugin_mode="none",
+                                overwrite=overwrite, progress=progress)
         raise AsanetError(f"{onnx_path}: {be.label} failed to build the engine after {build_seconds:.1f} s:\n{detail}")
     if cache is not None and cache_path is not None:
         _save_timing_cache(config, cache, cache_path, loaded)

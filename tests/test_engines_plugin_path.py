@@ -206,3 +206,35 @@ def test_dla_placement_is_read_from_the_engine_inspector():
     assert on_dla({"Name": "conv1", "LayerType": "DLA", "TacticName": ""})
     assert on_dla({"Name": "{ForeignNode[conv1...relu3]}", "LayerType": "Myelin", "TacticName": "dla_tactic"})
     assert not on_dla({"Name": "conv1", "LayerType": "CaskConvolution", "TacticName": "sm80_xmma"})
+
+
+def test_auto_rebuilds_without_plugins_when_the_plugin_build_fails(tmp_path, monkeypatch, caplog):
+    """A plugin that TensorRT refuses at build time (format, tactic, kernel) must not leave auto without an engine."""
+    pytest.importorskip("tensorrt_rtx")
+    onnx_path = make_function_toy(tmp_path)
+    monkeypatch.setattr(B, "_prepare_plugins",
+                        lambda be, info, requested, path: B._Plugins("v3") if requested == "auto" else B._Plugins())
+    real_parse, real_create, calls = B._parse_with_plugins, B._create_builder, []
+
+    def parse(be, builder, flags, logger, path, info, plugins, requested):  # pretend the ops became plugins
+        network, _, used = real_parse(be, builder, flags, logger, path, info, B._Plugins(), requested)
+        return network, plugins, used
+
+    class FailsOnce:
+        def __init__(self, builder):
+            self.builder = builder
+
+        def __getattr__(self, name):
+            return getattr(self.builder, name)
+
+        def build_serialized_network(self, network, config):
+            calls.append(1)
+            return None if len(calls) == 1 else self.builder.build_serialized_network(network, config)
+
+    monkeypatch.setattr(B, "_parse_with_plugins", parse)
+    monkeypatch.setattr(B, "_create_builder", lambda be, logger: FailsOnce(real_create(be, logger)))
+    with caplog.at_level(logging.WARNING):
+        info = B.build_engine(onnx_path, tmp_path / "e.engine", backend="tensorrt_rtx", progress=False,
+                              profiles=[{"batch": (1, 1, 1), "tile": (32, 64, 64)}])
+    assert info.plugins["mode"] == "none" and len(calls) == 2 and "building again" in caplog.text
+    assert (tmp_path / "e.engine").is_file()
