@@ -111,7 +111,7 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
 # ------------------------------------------------------------------------------------------------------------
 def _make_logger(trt: Any) -> Any:
     """The process-wide logger for ``trt`` (TensorRT ignores a second one), its error list emptied for this build."""
-    from asanet_rt.backends.tensorrt import shared_logger
+    from asanet_rt.backends.tensorrt_common import shared_logger
 
     logger = shared_logger(trt)
     logger.errors.clear()
@@ -547,7 +547,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
 
     device = None
     try:
-        from asanet_rt.backends._cuda import current_device_info
+        from asanet_rt.backends.tensorrt_common import current_device_info
 
         device = current_device_info(0)
     except Exception:  # noqa: BLE001 - device facts are informative only
