@@ -115,6 +115,7 @@ def _make_logger(trt: Any) -> Any:
 
     logger = shared_logger(trt)
     logger.errors.clear()
+    getattr(logger, "infos", []).clear()
     return logger
 
 
@@ -670,12 +671,15 @@ def static_dla_profiles(profiles: Sequence[Mapping[str, Any]] | None, meta: Mode
 
 
 def _dla_placement(backend: TrtBackend, logger: Any, serialized: Any, version_compatible: bool) -> list[str] | None:
-    """Names of the built engine's layers that run on the DLA, from TensorRT's engine inspector (None if the
-    engine could not be inspected here)."""
+    """Names of the network layers the built engine runs on the DLA: the builder's own placement report ("Layers
+    running on DLA" in its log), else the engine inspector's DLA entries; None when neither is available."""
     from asanet_rt.backends.tensorrt_common import create_runtime
 
-    from .inspect_layers import inspector_layers, on_dla
+    from .inspect_layers import dla_layers_from_log, inspector_layers, on_dla
 
+    reported = dla_layers_from_log(list(getattr(logger, "infos", [])))
+    if reported is not None:
+        return reported
     try:
         runtime = create_runtime(backend.trt, logger)
         if version_compatible and hasattr(runtime, "engine_host_code_allowed"):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,22 @@ def on_dla(layer: Any) -> bool:
         fields = (layer.get("LayerType"), layer.get("TacticName"), layer.get("Origin"))
         return any("dla" in str(f).lower() for f in fields if f)
     return "dla" in str(layer).lower()
+
+
+def dla_layers_from_log(messages: list[str]) -> list[str] | None:
+    """Layer names TensorRT's builder reports under "Layers running on DLA" (its INFO log after a DLA build:
+    ``{conv1,bn1}, {conv2}``, one brace group per DLA subgraph); None when the log has no such section."""
+    text = "\n".join(messages)
+    start = text.find("Layers running on DLA")
+    if start < 0:
+        return None
+    section = text[start + len("Layers running on DLA"):]
+    end = section.find("Layers running on GPU")
+    section = section[:end] if end >= 0 else section
+    names: list[str] = []
+    for group in re.findall(r"\{([^{}]*)\}", section):
+        names += [name.strip() for name in group.split(",") if name.strip()]
+    return names
 
 
 def engine_layers(path: Path, allow_host_code: bool = False) -> list[Any]:

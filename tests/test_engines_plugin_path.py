@@ -238,3 +238,13 @@ def test_auto_rebuilds_without_plugins_when_the_plugin_build_fails(tmp_path, mon
                               profiles=[{"batch": (1, 1, 1), "tile": (32, 64, 64)}])
     assert info.plugins["mode"] == "none" and len(calls) == 2 and "building again" in caplog.text
     assert (tmp_path / "e.engine").is_file()
+
+
+def test_dla_placement_from_the_builders_report():
+    from asanet_rt.engines.inspect_layers import dla_layers_from_log
+
+    log = ["Total Activation Memory: 1234", "---------- Layers Running on DLA ----------".replace("Running", "running"),
+           "{conv1,bn1,relu1}, {conv2}", "---------- Layers running on GPU ----------", "{ForeignNode[x...y]}, pool"]
+    assert dla_layers_from_log(log) == ["conv1", "bn1", "relu1", "conv2"]
+    assert dla_layers_from_log(["--- Layers running on DLA: ", "--- Layers running on GPU: ", "conv1"]) == []
+    assert dla_layers_from_log(["nothing about placement"]) is None

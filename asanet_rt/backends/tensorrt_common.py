@@ -271,7 +271,8 @@ _LOGGERS: dict[str, Any] = {}
 def shared_logger(trt: ModuleType) -> Any:
     """One ILogger per TensorRT module for the whole process: TensorRT keeps the first logger it is given and
     ignores (with a warning) any other, so builders, runtimes and inspectors must share it. It forwards to
-    ``logging`` and keeps the error messages in ``.errors`` (clear it before an operation)."""
+    ``logging`` and keeps the error messages in ``.errors`` and recent INFO messages in ``.infos`` (clear them
+    before an operation)."""
     key = trt.__name__
     if key not in _LOGGERS:
         sev = trt.ILogger.Severity
@@ -280,6 +281,7 @@ def shared_logger(trt: ModuleType) -> Any:
             def __init__(self) -> None:
                 trt.ILogger.__init__(self)
                 self.errors: list[str] = []
+                self.infos: list[str] = []  # recent INFO messages (e.g. the build's DLA/GPU layer placement)
 
             def log(self, severity: Any, msg: str) -> None:
                 if severity in (sev.ERROR, sev.INTERNAL_ERROR):
@@ -289,6 +291,9 @@ def shared_logger(trt: ModuleType) -> Any:
                 elif severity == sev.WARNING:
                     log.warning("%s: %s", key, msg)
                 else:
+                    if severity == sev.INFO:
+                        self.infos.append(msg)
+                        del self.infos[:-400]
                     log.debug("%s: %s", key, msg)
 
         _LOGGERS[key] = _Logger()
