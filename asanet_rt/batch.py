@@ -275,6 +275,7 @@ class BatchConfig:
     workers: int | None = None
     cpus_per_worker: float = 1.0
     progress: bool = True
+    allow_host_code: bool = False  # trust a version-compatible engine's embedded code (--allow-engine-host-code)
 
 
 def is_engine(model: str, backend: str) -> bool:
@@ -332,9 +333,12 @@ def _runner_options(config: BatchConfig, threads: int | None) -> dict[str, Any]:
     apply); a per-worker default only to backends that take threads (engines schedule on the GPU)."""
     from .backends import resolve
 
+    options: dict[str, Any] = {}
     if config.threads or (threads and "threads" in resolve(config.model, config.backend).options):
-        return {"threads": threads}
-    return {}
+        options["threads"] = threads
+    if config.allow_host_code:
+        options["allow_host_code"] = True
+    return options
 
 
 def _run_sequential(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfig,

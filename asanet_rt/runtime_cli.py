@@ -64,6 +64,13 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                         "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
 
 
+def add_engine_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-engine-host-code`` for every command that opens engines (classify, batch, bench, eval, inspect)."""
+    p.add_argument("--allow-engine-host-code", action="store_true",
+                   help="run a version-compatible engine's embedded host code (TensorRT's lean runtime inside the file): only for " \
+                        "engines from a source you trust")
+
+
 def scene_options(args: argparse.Namespace) -> dict:
     """The ``classify_scene`` keyword arguments that ``add_scene_options`` defines."""
     return dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
@@ -86,6 +93,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of CPU backends (ONNX Runtime, OpenVINO, torch; default: physical cores)")
+    add_engine_trust_option(p)
     add_scene_options(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
@@ -118,7 +126,8 @@ def run_classify(args: argparse.Namespace) -> int:
                               sidecars=not args.no_sidecars)
     # --threads goes to the runner as given: the registry refuses it for backends without CPU threads
     with warnings.catch_warnings(record=True) as caught, \
-            Classifier.open(args.model, backend=args.backend, device=args.device, threads=args.threads) as clf:
+            Classifier.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
+                            allow_host_code=args.allow_engine_host_code or None) as clf:
         warnings.simplefilter("always")
         summary = clf.classify_scene(args.optical, args.sar, outputs=outputs, **scene_options(args),
                                      overwrite=args.overwrite, progress=not args.no_progress)

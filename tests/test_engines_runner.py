@@ -200,7 +200,7 @@ def test_runner_memory_flow_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "fake.engine"
     write_engine_file(path, dataclasses.replace(fake_info(), compute_capability=cc, backend_version="10.8.0",
                                                 plugins={"mode": "none"}), b"fake plan")
-    monkeypatch.setattr(trt_backend, "import_runtime", lambda backend, module, p: _FakeTensorRT())
+    monkeypatch.setattr(trt_backend, "import_runtime", lambda backend, module, p, **kw: _FakeTensorRT())
     optical, sar = _inputs(n=2, h=64, w=96)
     with open_runner(path, zero_copy=zero_copy) as runner:
         assert runner.output_names == ("copy",)
