@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ._version import __version__
 from .errors import AsanetError
+from .versions import parse_version as _parse_version
 from .io_utils import atomic_output
 from .metadata import MetadataError, ModelMetadata
 
@@ -259,16 +260,6 @@ def extract_plan(path: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
 # ------------------------------------------------------------------------------------------------------------
 # Compatibility
 # ------------------------------------------------------------------------------------------------------------
-def _parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def _parse_cc(value: Any) -> tuple[int, int] | None:
     """'8.7', 'sm_87', '87', (8, 7) -> (8, 7); anything else (None, 'n/a ...') -> None."""
     if value is None:

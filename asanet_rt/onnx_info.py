@@ -14,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import AsanetError
 from .metadata import METADATA_KEY, ModelMetadata
+from . import protowire
 from .model_files import check_onnx_file
 
 #: ONNX domain of the fused ops (docs/design.md, "Plugin ops").
@@ -183,41 +184,12 @@ _MODEL_GRAPH, _MODEL_FUNCTIONS, _GRAPH_NODE = 7, 25, 1
 _NODE_OP_TYPE, _NODE_DOMAIN, _FUNCTION_NAME, _FUNCTION_DOMAIN = 4, 7, 1, 10
 
 
-def _varint(buf: memoryview, at: int, end: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= end or shift > 63:
-            raise ValueError("truncated varint")
-        byte = buf[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
 def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
-    """(field number, start, end) of each length-delimited field in ``buf[start:end]``; other wire types skipped."""
-    at = start
-    while at < end:
-        key, at = _varint(buf, at, end)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            _, at = _varint(buf, at, end)
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
-        elif wire == 2:
-            length, at = _varint(buf, at, end)
-            if at + length > end:
-                raise ValueError("field runs past its message")
-            yield number, at, at + length
-            at += length
-        else:
-            raise ValueError(f"unsupported wire type {wire}")
-    if at != end:
-        raise ValueError("message runs past its end")
+    """(field number, start, end) of each length-delimited field in ``buf[start:end]``; other fields skipped."""
+    for number, wire, value in protowire.fields(buf, start, end):
+        if wire == protowire.BYTES:
+            a, b = value  # type: ignore[misc]
+            yield number, a, b
 
 
 def _strings(buf: memoryview, start: int, end: int, wanted: tuple[int, ...]) -> dict[int, str]:

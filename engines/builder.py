@@ -19,7 +19,8 @@ from asanet_rt._version import __version__
 from asanet_rt.engine_file import NO_GPU, EngineInfo, write_engine_file
 from asanet_rt.errors import AsanetError
 from asanet_rt.io_utils import atomic_output, sha256_file
-from asanet_rt.metadata import ModelMetadata
+from asanet_rt.metadata import TILE_MULTIPLE as _TILE_MULTIPLE
+from asanet_rt.metadata import ModelMetadata, round_up
 from asanet_rt.model_files import check_onnx_file
 from asanet_rt.onnx_info import ASANET_DOMAIN, OnnxInfo, read_onnx_info
 
@@ -28,8 +29,6 @@ from .backend import TrtBackend, dtype_name, load_backend
 log = logging.getLogger(__name__)
 
 PLUGIN_MODES = ("auto", "aot", "v3", "none")
-#: ASANet downsamples by 32; the export contract keeps tile edges multiples of it.
-_TILE_MULTIPLE = 32
 Range = tuple[int, int, int]
 
 
@@ -41,11 +40,11 @@ def default_ranges(meta: ModelMetadata | None) -> tuple[Range, Range]:
 
     Opt batch is the maximum because the scene pipeline fills batches; only a scene's last batch is smaller.
     """
-    export = dict(meta.export or {}) if meta else {}
-    bmin, bmax = (int(v) for v in export.get("batch", (1, 1)))
-    native = meta.native_tile if meta else 512
-    tmin, tmax = (int(v) for v in export.get("tile", (native, native)))
-    return (bmin, bmax, bmax), (tmin, min(max(native, tmin), tmax), tmax)
+    if meta is None or not meta.export:
+        return (1, 1, 1), (512, 512, 512)
+    inputs = meta.inputs
+    (bmin, bmax), (tmin, tmax) = inputs.batch_range, inputs.tile_range
+    return (bmin, bmax, bmax), (tmin, inputs.default_tile, tmax)
 
 
 def _check_range(kind: str, values: Sequence[int], onnx_path: Path) -> Range:
@@ -65,7 +64,7 @@ def _fill_opt(values: Sequence[int | None], native: int | None) -> list[int]:
     values = list(values)
     if len(values) == 3 and values[1] is None:
         lo, hi = int(values[0]), int(values[2])
-        values[1] = hi if native is None else min(max(int(native), lo), hi)
+        values[1] = hi if native is None else min(max(round_up(int(native)), lo), hi)
     return values
 
 
@@ -78,7 +77,8 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
     ``inputs`` maps each network input to its declared shape (-1 for dynamic axes).
     """
     batch0, tile0 = default_ranges(meta)
-    export = dict(meta.export or {}) if meta else {}
+    exported = ({"batch": meta.inputs.batch_range, "tile": meta.inputs.tile_range}
+                if meta is not None and meta.export else {})
     resolved = []
     for spec in profiles or [{}]:
         spec = dict(spec)
@@ -93,9 +93,9 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
         batch = _check_range("batch", _fill_opt(spec.get("batch", batch0), None), onnx_path)
         tile = _check_range("tile", _fill_opt(spec.get("tile", tile0), meta.native_tile if meta else None), onnx_path)
         for kind, rng in (("batch", batch), ("tile", tile)):
-            if kind in export and not (int(export[kind][0]) <= rng[0] and rng[2] <= int(export[kind][1])):
+            if kind in exported and not (exported[kind][0] <= rng[0] and rng[2] <= exported[kind][1]):
                 log.warning("%s: %s range %d:%d:%d is outside the exported range %s; the model was checked only "
-                            "inside it", onnx_path, kind, *rng, export[kind])
+                            "inside it", onnx_path, kind, *rng, exported[kind])
         profile = {}
         for name, shape in inputs.items():
             if len(shape) != 4:

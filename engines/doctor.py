@@ -135,7 +135,7 @@ def check_engine(onnx_path: Path | None, plugins: str, dla_core: int | None, fol
     with open_runner(onnx_path) as ort_runner, open_runner(engine) as trt_runner:
         name = trt_runner.output_names[0]
         expected, got = ort_runner.infer(feed)[name], trt_runner.infer(feed)[name]
-        timed = trt_runner.benchmark_compute(feed)
+        timed = trt_runner.compute_fn(feed)[0]
         samples = [timed() / 1e6 for _ in range(20)]
     result["max_abs_diff"] = float(np.abs(got.astype(np.float64) - expected).max())
     if got.ndim == 4:

@@ -86,7 +86,7 @@ def test_engine_rejects_shapes_outside_the_profile(engine: Path) -> None:
     with open_runner(engine) as runner:
         with pytest.raises(AsanetError, match="takes"):
             runner.infer({"optical": np.concatenate([optical, optical]), "sar": np.concatenate([sar, sar])})
-        timed = runner.benchmark_compute({"optical": optical, "sar": sar})
+        timed = runner.compute_fn({"optical": optical, "sar": sar})[0]
         assert timed() > 0
 
 
@@ -207,7 +207,7 @@ def test_runner_memory_flow_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
         for n, h, w in ((2, 64, 96), (1, 32, 32), (2, 64, 64)):
             out = runner.infer({"optical": optical[:n, :, :h, :w], "sar": sar[:n, :, :h, :w]})
             np.testing.assert_array_equal(out["copy"], optical[:n, :, :h, :w])
-        assert runner.benchmark_compute({"optical": optical, "sar": sar})() > 0
+        assert runner.compute_fn({"optical": optical, "sar": sar})[0]() > 0
         with pytest.raises(AsanetError, match="takes"):
             runner.infer({"optical": optical[:, :, :, :31], "sar": sar[:, :, :, :31]})
     runner.close()

@@ -68,6 +68,7 @@ class TensorRTRunner(Runner):
         super().__init__(str(path), info.model)
         self.info = info
         self.backend = info.backend
+        self.device = f"cuda:{int(device)}"
         version_compatible = bool(info.compatibility.get("version_compatible"))
         host_code = _allow_host_code(info, path, allowed=allow_host_code, digests=engine_digests(path, plan))
         trt = import_runtime(info.backend, runtime, path, version_compatible=version_compatible)
@@ -186,12 +187,12 @@ class TensorRTRunner(Runner):
             result[name] = self._host[name].array[:count * dtype.itemsize].view(dtype).reshape(shape).copy()
         return result
 
-    def benchmark_compute(self, feed: Mapping[str, np.ndarray]) -> Callable[[], int]:
+    def compute_fn(self, feed: Mapping[str, np.ndarray]) -> tuple[Callable[[], int], str]:
         """Stage ``feed`` once; the returned call times one enqueue with CUDA events (nanoseconds)."""
         self._stage(feed)
         self._cuda.synchronize(self._stream)
         timer = self._cuda.event_timer(self._stream)
-        return lambda: timer(self._enqueue)
+        return (lambda: timer(self._enqueue)), "cuda_event"
 
     def close(self) -> None:
         """Free the context, the engine, the buffers and the stream; safe to call twice."""
