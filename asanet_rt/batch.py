@@ -10,7 +10,6 @@ import contextlib
 import csv
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from ._version import __version__
 from .errors import AsanetError
-from .io_utils import atomic_output, sha256_file
+from .io_utils import atomic_output, is_gdal_path, remove_leftovers, sha256_file
 
 #: Folder (inside OUTDIR) of the done-records.
 DONE_DIR = ".done"
@@ -32,13 +31,13 @@ OUTPUT_SUFFIX = "_landcover.tif"
 RECORD_VERSION = 1
 #: ``classify_scene`` options a batch may set (the rest, such as output paths and progress, are per scene).
 SCENE_OPTIONS = ("tile", "overlap", "batch", "optical_bands", "sar_band", "optical_scale", "sar_scale",
-                 "optical_nodata", "sar_nodata", "sar_resampling", "sidecars")
-_URL = re.compile(r"^(/vsi[a-z0-9_]+/|[a-zA-Z][a-zA-Z0-9+.-]*://)")
+                 "optical_nodata", "sar_nodata", "sar_resampling", "sidecars", "allow_empty")
 
 
 @dataclass(frozen=True)
 class Job:
-    """One scene: its inputs (absolute paths or GDAL URLs, untouched) and its output path inside OUTDIR."""
+    """One scene: its inputs (absolute paths or GDAL URLs, untouched; per-band optical files comma-separated)
+    and its output path inside OUTDIR."""
 
     name: str
     optical: str
@@ -61,14 +60,20 @@ class SceneResult:
     warnings: list[str] = field(default_factory=list)
 
 
-def is_url(path: str) -> bool:
-    """Whether ``path`` is a GDAL virtual path (``/vsis3/``, ``/vsicurl/`` ...) or a URL, passed through as is."""
-    return bool(_URL.match(path))
+#: Whether a path is a GDAL virtual path (``/vsis3/``, ``/vsicurl/`` ...) or a URL, passed through as is.
+is_url = is_gdal_path
 
 
 def _stem(path: str) -> str:
-    """The file stem of a local path or URL (query strings dropped)."""
-    return PurePosixPath(path.split("?", 1)[0].rstrip("/")).stem
+    """The file stem of a local path or URL (query strings dropped); for per-band files, their folder's name."""
+    parts = _parts(path)
+    first = PurePosixPath(parts[0].split("?", 1)[0].rstrip("/"))
+    return first.parent.name or first.stem if len(parts) > 1 else first.stem
+
+
+def _parts(path: str) -> list[str]:
+    """A manifest's optical entry as a list: one raster, or per-band files separated by commas."""
+    return [p.strip() for p in path.split(",")] if "," in path and not os.path.exists(path) else [path]
 
 
 def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> list[Job]:
@@ -93,6 +98,8 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
     seen: dict[str, int] = {}
     for line, row in rows:
         where = f"{manifest}: {line}"
+        if isinstance(row.get("optical"), list):  # JSON: per-band files as a list
+            row = dict(row, optical=",".join(map(str, row["optical"])))
         unknown = set(row) - {"optical", "sar", "output"}
         if unknown:
             raise AsanetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected optical, sar, output")
@@ -106,7 +113,8 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
             raise AsanetError(f"{where}: output name {name!r} is also the output of {manifest}: {seen[name]}; "
                               f"give the scenes distinct output names")
         seen[name] = line
-        jobs.append(Job(name, _resolve(optical, base), _resolve(sar, base), str(outdir / name)))
+        optical = ",".join(_resolve(p, base) for p in _parts(optical))
+        jobs.append(Job(name, optical, _resolve(sar, base), str(outdir / name)))
     return jobs
 
 
@@ -145,8 +153,10 @@ def _csv_rows(manifest: Path, text: str) -> list[tuple[Any, dict[str, Any]]]:
 
 
 # -- fingerprints and done-records ---------------------------------------------------------------------------
-def input_fingerprint(path: str) -> dict[str, Any]:
+def input_fingerprint(path: str) -> dict[str, Any] | list[dict[str, Any]]:
     """A local file's sha256 and size (not its path: moved inputs still match); for a URL only the URL."""
+    if len(_parts(path)) > 1:
+        return [input_fingerprint(p) for p in _parts(path)]
     if is_url(path):  # hashing it would download it all; GDAL's size/mtime of remote objects is not reliable
         return {"url": path}
     try:
@@ -184,15 +194,11 @@ def _matches(job: Job, key: dict[str, Any]) -> bool:
 
 
 def _remove_partials(output: Path) -> None:
-    """Delete temporary files a killed worker left for this output (names from ``atomic_output``)."""
-    for leftover in output.parent.glob(f".{glob_escape(output.name)}.*.partial*"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+    """Delete temporary files a killed worker (on any node) left for this output and its sidecars."""
+    from .writer import sidecar_paths
 
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+    for path in (output, *sidecar_paths(output)):
+        remove_leftovers(path, any_owner=True)
 
 
 # -- the worker ----------------------------------------------------------------------------------------------
@@ -286,7 +292,8 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
               _crash_marker: str | None = None) -> dict[str, Any]:
     """Classify every scene of ``manifest`` into ``outdir``; returns (and writes) the batch summary."""
     outdir = Path(outdir).resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise AsanetError(f"{outdir}: exists and is not a folder; -o names the output folder")
     jobs = read_manifest(manifest, outdir)
     model = str(Path(config.model).resolve())
     if not Path(model).is_file():
@@ -297,6 +304,7 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
     if config.retries < 0:
         raise AsanetError(f"--retries {config.retries}: must be 0 or more")
     model_sha = sha256_file(model)
+    outdir.mkdir(parents=True, exist_ok=True)  # only once the manifest and the options are known to be good
     stream = stream if stream is not None else sys.stderr
     total = len(jobs)
     finished: list[SceneResult] = []

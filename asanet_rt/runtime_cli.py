@@ -53,13 +53,16 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
                    help="resampling of SAR onto the optical grid when the grids differ: nearest, bilinear "
                         "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
+    g.add_argument("--allow-empty", action="store_true",
+                   help="write an all-nodata map when no pixel has both sensors (default: an error)")
 
 
 def scene_options(args: argparse.Namespace) -> dict:
     """The ``classify_scene`` keyword arguments that ``add_scene_options`` defines."""
     return dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
                 sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
-                optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling)
+                optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling,
+                allow_empty=args.allow_empty)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -70,7 +73,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
                     "blended on probabilities, so no seams appear.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands)")
+    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands), a GDAL path "
+                                   "(/vsizip/..., /vsicurl/...), or a comma list of single-band files")
     p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
     p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")

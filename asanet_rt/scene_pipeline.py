@@ -22,10 +22,12 @@ import rasterio.env
 
 from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
-from .io_utils import atomic_output
+from .io_utils import atomic_outputs
+from .plausibility import map_warnings, training_stats
+from .preflight import check_outputs
 from .progress import Progress, format_seconds
 from .scaling import RangeWarning
-from .scene import Scene
+from .scene import Scene, split_optical
 from .tiling import TileGrid
 from .writer import (CLASSES_DESCRIPTION, CONFIDENCE_DESCRIPTION, CONFIDENCE_DTYPES, StripeWriter, class_tags,
                      colormap, confidence_values, sidecar_paths, to_cog, write_aux_xml, write_qml)
@@ -223,22 +225,6 @@ class _Sink:
             self.confidence_writer.write(confidence_values(rows.confidence, self.confidence_dtype))
 
 
-def _check_outputs(paths: Sequence[Path | None], inputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse before any work: missing folders, existing files without ``overwrite``, an output naming an input."""
-    chosen = [p for p in paths if p is not None]
-    resolved = [p.resolve() for p in chosen]
-    if len(set(resolved)) != len(resolved):
-        raise AsanetError(f"output paths must differ: {', '.join(map(str, chosen))}")
-    sources = {p.resolve() for p in inputs}
-    for path, res in zip(chosen, resolved):
-        if res in sources:
-            raise AsanetError(f"{path}: is an input; choose another output path")
-        if not path.parent.resolve().is_dir():
-            raise AsanetError(f"{path}: output folder {path.parent} does not exist")
-        if path.exists() and not overwrite:
-            raise AsanetError(f"{path}: exists; pass --overwrite to replace it")
-
-
 def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: str | os.PathLike,
                    output: str | os.PathLike, *, confidence: str | os.PathLike | None = None,
                    confidence_dtype: str = "float32", quicklook: str | os.PathLike | None = None,
@@ -247,7 +233,7 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
                    optical_bands: str | Sequence[int] | None = None, sar_band: int = 1,
                    optical_scale: str = "auto", sar_scale: str = "auto", optical_nodata: float | None = None,
                    sar_nodata: float | None = None, sar_resampling: str = "bilinear", overwrite: bool = False,
-                   progress: bool = False, sidecars: bool = True) -> SceneSummary:
+                   progress: bool = False, sidecars: bool = True, allow_empty: bool = False) -> SceneSummary:
     """Classify the ``optical`` + ``sar`` GeoTIFF pair into ``output``, a COG on the optical raster's grid.
 
     Tiles of ``tile`` px (default: the model's native tile) overlap by ``overlap`` px (default a quarter tile)
@@ -255,7 +241,9 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
     reflection. SAR on another grid is resampled onto the optical grid (``sar_resampling``). Pixels without both
     sensors get class 255 (nodata). Outputs are written under temporary names and renamed when complete:
     ``output`` (+ ``.qml`` style and ``.aux.xml`` attribute table unless ``sidecars=False``), ``confidence``
-    (float32, or uint8 = round(255 p) with 0 as nodata) and a PNG ``quicklook``.
+    (float32, or uint8 = round(255 p) with 0 as nodata) and a PNG ``quicklook``. ``optical`` may also be a list
+    (or comma-separated string) of single-band files. A scene where no pixel has both sensors is an error unless
+    ``allow_empty``.
     """
     t_start = time.perf_counter()
     output = Path(output)
@@ -266,7 +254,8 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
     if not 0.0 <= quicklook_alpha <= 1.0:
         raise AsanetError(f"--quicklook-alpha {quicklook_alpha}: must be between 0 and 1")
     side_paths = sidecar_paths(output) if sidecars else ()
-    _check_outputs([output, conf_path, look_path], [Path(optical), Path(sar)], overwrite)
+    out_paths = [output, conf_path, *side_paths, look_path]
+    check_outputs(out_paths, [*split_optical(optical), sar], overwrite=overwrite)
     tile = classifier.check_tile(tile)
     overlap = tile // 4 if overlap is None else int(overlap)
     if not 0 <= overlap <= tile // 2:
@@ -285,17 +274,17 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
         log.info("%s: %d x %d px, %d x %d tiles of %d x %d px (overlap %d), batch %d, SAR %s", optical,
                  scene.width, scene.height, grid.rows, grid.cols, grid.tile_h, grid.tile_w, overlap, batch,
                  scene.alignment)
-        with contextlib.ExitStack() as stack:
-            # entered first, renamed last: once the map is visible, its sidecars and confidence are too
-            tmp_map = stack.enter_context(atomic_output(output, overwrite=overwrite))
-            tmp_conf = stack.enter_context(atomic_output(conf_path, overwrite=overwrite)) if conf_path else None
-            tmp_side = [stack.enter_context(atomic_output(p, overwrite=True)) for p in side_paths]
-            tmp_look = stack.enter_context(atomic_output(look_path, overwrite=overwrite)) if look_path else None
-            stage_map = tmp_map.with_name(tmp_map.name + ".stage.tif")
-            stage_conf = tmp_conf.with_name(tmp_conf.name + ".stage.tif") if tmp_conf else None
-            stack.callback(_remove, stage_map, stage_conf)
+        # the map is moved into place last: once it is visible, its sidecars and confidence are too
+        with atomic_outputs(out_paths, overwrite=overwrite) as out:
+            tmp_map = out[output]
+            tmp_conf = out[conf_path] if conf_path else None
+            tmp_side = [out[p] for p in side_paths]
+            tmp_look = out[look_path] if look_path else None
+            stage_map = out.scratch(output, ".stage.tif")
+            stage_conf = out.scratch(conf_path, ".stage.tif") if conf_path else None
             sink, model_seconds = _stream(classifier, scene, grid, batch, stage_map, stage_conf,
                                           confidence_dtype, progress)
+            scene.check_coverage(allow_empty)
             to_cog(stage_map, tmp_map, "mode")
             if tmp_conf is not None:
                 to_cog(stage_conf, tmp_conf, "average")
@@ -308,7 +297,8 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
                 write_quicklook(tmp_look, tmp_map, classifier.classes, classifier.palette, scene=scene,
                                 band_names=classifier.optical_bands, max_size=quicklook_size,
                                 alpha=quicklook_alpha)
-        messages = scene.warnings()
+        messages = scene.warnings() + map_warnings(sink.counts.tolist(), classifier.classes, scene.input_means(),
+                                                   training_stats(classifier), classifier.optical_bands)
         alignment = scene.alignment
     for message in messages:
         warnings.warn(message, RangeWarning, stacklevel=2)
@@ -326,13 +316,6 @@ def _gdal_cache() -> contextlib.AbstractContextManager:
     if "GDAL_CACHEMAX" in os.environ or (rasterio.env.hasenv() and "GDAL_CACHEMAX" in rasterio.env.getenv()):
         return contextlib.nullcontext()
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
-
-
-def _remove(*paths: Path | None) -> None:
-    for path in paths:
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
 
 
 def _stream(classifier: "Classifier", scene: Scene, grid: TileGrid, batch: int, stage_map: Path,
