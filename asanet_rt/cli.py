@@ -13,7 +13,7 @@ from typing import Sequence
 
 from ._version import __version__
 from .errors import AsanetError
-from .termination import Terminated, route_gdal_messages, terminate_as_interrupt
+from .process import Terminated, route_gdal_messages, terminate_as_interrupt
 
 #: Modules with a ``register(subparsers)`` function, in the order of the pipeline.
 COMMAND_MODULES = (
@@ -46,11 +46,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    route_gdal_messages()
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
     try:
+        route_gdal_messages(args.verbose)
         with terminate_as_interrupt():
             return int(args.func(args) or 0)
     except AsanetError as exc:

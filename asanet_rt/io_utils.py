@@ -104,7 +104,7 @@ def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
-        raise AsanetError(f"{path}: is a folder; name the file to write, e.g. {path / 'landcover.tif'}")
+        raise AsanetError(f"{path}: is a folder, not a file; give the path of the file to write inside it")
     if not folder.is_dir():
         what = "is not a folder" if folder.exists() else "does not exist"
         raise AsanetError(f"{path}: output folder {folder} {what}")
