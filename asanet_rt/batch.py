@@ -27,6 +27,8 @@ from .io_utils import atomic_output, is_gdal_path, remove_leftovers, sha256_file
 DONE_DIR = ".done"
 #: Appended to the optical file's stem when the manifest names no output.
 OUTPUT_SUFFIX = "_landcover.tif"
+#: Times a scene is handed to another Ray actor after its actor died under it (a lost node), beyond --retries.
+LOST_LIMIT = 5
 #: Version of the done-record layout; a change invalidates old records.
 RECORD_VERSION = 1
 #: ``classify_scene`` options a batch may set (the rest, such as output paths and progress, are per scene).
@@ -58,6 +60,7 @@ class SceneResult:
     attempts: int = 0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
+    node: str = ""  # the Ray node that ran it (empty in-process)
 
 
 #: Whether a path is a GDAL virtual path (``/vsis3/``, ``/vsicurl/`` ...) or a URL, passed through as is.
@@ -212,6 +215,7 @@ class SceneWorker:
 
         # no pid: a restarted actor keeps its slot's label, so per-worker times add up per slot
         self.label = f"{worker_id}@{socket.gethostname()}"
+        self.node = _ray_node()
         self.model_sha256 = model_sha256
         self.options = dict(options or {})
         # test hook: the first task anywhere kills its process (marker file = "already crashed once")
@@ -223,7 +227,7 @@ class SceneWorker:
         t0 = time.perf_counter()
         key = _record_key(job, self.model_sha256, self.options)
         if _matches(job, key):
-            return SceneResult(job.name, "skipped", job.output, self.label, time.perf_counter() - t0)
+            return SceneResult(job.name, "skipped", job.output, self.label, time.perf_counter() - t0, node=self.node)
         if self.crash_marker and not os.path.exists(self.crash_marker):
             Path(self.crash_marker).touch()
             os._exit(17)
@@ -242,15 +246,26 @@ class SceneWorker:
         data["megapixels_per_second"] = summary.megapixels_per_second
         body = dict(key, name=job.name, inputs={"optical": job.optical, "sar": job.sar},
                     output={"path": str(output), "size": output.stat().st_size, "sha256": sha256_file(output)},
-                    worker=self.label, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=data)
+                    worker=self.label, node=self.node, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=data)
         with atomic_output(record) as tmp:
             tmp.write_text(json.dumps(body, indent=2, default=str))
         return SceneResult(job.name, "done", job.output, self.label, time.perf_counter() - t0,
-                           summary.width * summary.height / 1e6, warnings=messages)
+                           summary.width * summary.height / 1e6, warnings=messages, node=self.node)
 
     def close(self) -> None:
         """Release the model."""
         self.classifier.close()
+
+
+def _ray_node() -> str:
+    """The id of the Ray node this process runs on, or ``""`` outside a Ray worker."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - best effort: only a label
+        return ""
 
 
 def _error_text(exc: BaseException) -> str:
@@ -396,7 +411,7 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
         # threads per CPU worker = its CPU share, so that workers do not oversubscribe the cores
         threads = config.threads or (None if gpu else max(1, int(config.cpus_per_worker)))
         actor_cls = ray.remote(SceneWorker).options(
-            num_cpus=config.cpus_per_worker, num_gpus=1 if gpu else 0,
+            num_cpus=config.cpus_per_worker, num_gpus=1 if gpu else 0, scheduling_strategy="SPREAD",
             # restarts bounded by the total number of attempts the batch may make
             max_restarts=max(1, len(jobs) * (config.retries + 1)), max_task_retries=config.retries)
         actors = [actor_cls.remote(i, model, config.backend, 0 if gpu else config.device,
@@ -405,21 +420,37 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
         # Ray retries application errors too, up to max_task_retries (a corrupt input fails retries + 1 times)
         run = [a.run.options(retry_exceptions=True, max_task_retries=config.retries) for a in actors]
         queue, idle, pending = deque(jobs), deque(range(workers)), {}
+        resting: dict[int, float] = {}  # actor slot -> when to use it again (its actor was lost with its node)
+        lost: dict[str, int] = {}  # scene -> times its actor was lost under it
         while queue or pending:
+            now = time.monotonic()
+            for i in [i for i, t in resting.items() if t <= now]:
+                idle.append(i)
+                del resting[i]
             # at most one scene in flight per actor: back-pressure, and a free actor takes the next scene
             while queue and idle:
                 i, job = idle.popleft(), queue.popleft()
                 pending[run[i].remote(job)] = (i, job)
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            if not pending:
+                time.sleep(0.2)  # every slot rests while Ray restarts its actor
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if resting else None)
             for ref in ready:
                 i, job = pending.pop(ref)
-                idle.append(i)
                 try:
                     result = ray.get(ref)
                     result.attempts = result.attempts or 1
                 except Exception as exc:  # a scene that failed every retry; the others go on
+                    if _actor_lost(exc) and lost.get(job.name, 0) < LOST_LIMIT:
+                        # the worker (or its node) died, not the scene: another actor takes it, this slot
+                        # rests while Ray notices the dead node and restarts its actor elsewhere
+                        lost[job.name] = lost.get(job.name, 0) + 1
+                        queue.appendleft(job)
+                        resting[i] = time.monotonic() + 2.0 ** lost[job.name]
+                        continue
                     result = SceneResult(job.name, "failed", job.output, f"{i}", attempts=config.retries + 1,
                                          error=_error_text(exc))
+                idle.append(i)
                 report(result)
         for a in actors:
             with contextlib.suppress(Exception):
@@ -429,6 +460,13 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _actor_lost(exc: BaseException) -> bool:
+    """Whether a Ray task failed because its actor process or node died (not because of the scene)."""
+    import ray.exceptions
+
+    return isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -464,6 +502,8 @@ def _summarise(results: Iterable[SceneResult], jobs: Sequence[Job], wall: float,
         "scenes_per_second": round(len(by["done"]) / wall, 4) if wall > 0 else None,
         "megapixels_per_second": round(mpx / wall, 4) if wall > 0 else None,
         "per_worker": per_worker,
+        "per_node": {node: sum(1 for r in by["done"] if r.node == node)
+                     for node in sorted({r.node for r in by["done"] if r.node})},
         "results": [asdict(r) for r in results],
     }
 
