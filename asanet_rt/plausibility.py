@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 ONE_CLASS_SHARE = 0.995
 MIN_PIXELS = 4096
 #: Distance of a scene's mean from the training mean, in training standard deviations, that earns a warning.
-MEAN_SIGMAS = 2.0
+MEAN_SIGMAS = 3.5
 
 
 def map_warnings(counts: Sequence[int], classes: Sequence[str],
