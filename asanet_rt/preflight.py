@@ -29,6 +29,17 @@ def check_outputs(paths: Sequence[str | os.PathLike | None], inputs: Sequence[st
     return chosen
 
 
+def scene_outputs(output: str | os.PathLike, confidence: str | os.PathLike | None = None,
+                  quicklook: str | os.PathLike | None = None, sidecars: bool = True) -> list[Path | None]:
+    """Every file a scene run writes: the map first, its confidence, its sidecars (``.qml``, ``.aux.xml``), the
+    quick-look (``None`` for those not asked for)."""
+    from .writer import sidecar_paths
+
+    output = Path(output)
+    return [output, Path(confidence) if confidence is not None else None,
+            *(sidecar_paths(output) if sidecars else ()), Path(quicklook) if quicklook is not None else None]
+
+
 def probe_folder(folder: Path, path: Path) -> None:
     """Create and remove a small file in ``folder``; a one-line ``OutputError`` naming ``path`` if that fails."""
     try:

@@ -102,7 +102,12 @@ def run_classify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .classifier import Classifier
+    from .preflight import check_outputs, scene_outputs
+    from .scene import split_optical
 
+    # refused before the model loads: an output that is a folder, exists, or cannot be written
+    check_outputs(scene_outputs(args.output, args.confidence, args.quicklook, not args.no_sidecars),
+                  [*split_optical(args.optical), args.sar], overwrite=args.overwrite)
     # intra-op threads are an ONNX Runtime setting; engines schedule on the GPU
     on_ort = args.backend.startswith("onnxruntime") or (args.backend == "auto" and
                                                         not args.model.lower().endswith(ENGINE_SUFFIXES))

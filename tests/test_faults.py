@@ -187,6 +187,24 @@ def test_file_size_limit_in_export(checkpoint: Path, tmp_path: Path) -> None:
     assert listing(out) == []
 
 
+def test_disk_full_in_export(checkpoint: Path, full_disk: Path) -> None:
+    result = run(CLI + ["export", str(checkpoint), "-o", str(full_disk / "m.onnx"), "--tile", "32:64",
+                        "--no-simplify"], timeout=300)
+    one_error(result, 1, str(full_disk / "m.onnx"), "no space left", "nothing was written")
+    assert listing(full_disk) == []
+
+
+def test_disk_full_when_writing_an_engine(full_disk: Path) -> None:
+    """``build`` writes its engine through ``write_engine_file`` (building needs TensorRT; writing does not)."""
+    from asanet_rt.engine_file import write_engine_file
+    from asanet_rt.errors import OutputError
+    from test_engines_file import fake_info
+
+    with pytest.raises(OutputError, match=r"m\.engine: cannot write: no space left on device") as err:
+        write_engine_file(full_disk / "m.engine", fake_info(), bytes(1 << 20))
+    assert err.value.exit_code == 1 and listing(full_disk) == []
+
+
 def test_export_and_build_refuse_a_folder_or_a_read_only_output(checkpoint: Path, toy_model: Path,  # noqa: F811
                                                                  read_only: Path, tmp_path: Path) -> None:
     (tmp_path / "m.onnx").mkdir()

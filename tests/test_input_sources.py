@@ -4,6 +4,7 @@ manifest creates nothing."""
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import threading
@@ -154,8 +155,9 @@ def test_per_band_optical_files(clf: Classifier, pair: dict, reference: np.ndarr
     out = tmp_path / "lc.tif"
     # listed in another order: the file names (Sentinel-2 band codes) say which is which
     assert main(["classify", f"{blue},{green},{red}", str(pair["sar_path"]), "-o", str(out), "--model", clf.path,
-                 "--no-progress"]) == 0
+                 "--no-progress", "--quicklook", str(tmp_path / "lc.png")]) == 0
     assert np.array_equal(_read(out), reference)
+    assert (tmp_path / "lc.png").stat().st_size > 0
     with pytest.raises(AsanetError, match=r"s2\.tif: has 3 bands; in a list of per-band optical files"):
         clf.classify_scene([red, pair["optical"], blue], pair["sar_path"], tmp_path / "x.tif")
 
@@ -200,6 +202,10 @@ def test_batch_per_band_and_vsicurl_rows(clf: Classifier, pair: dict, reference:
     assert handler.ranges
     again = run_batch(tmp_path / "m.csv", tmp_path / "out", BatchConfig(model=clf.path, progress=False))
     assert again["skipped"] == 2
+    # JSON: per-band files as a list; the same scene, so its record matches
+    (tmp_path / "m.json").write_text(json.dumps([{"optical": [f"scene_a/B0{i}.tif" for i in (4, 3, 2)],
+                                                 "sar": str(pair["sar_path"])}]))
+    assert run_batch(tmp_path / "m.json", tmp_path / "out", BatchConfig(model=clf.path, progress=False))["skipped"] == 1
 
 
 @pytest.mark.parametrize("manifest", ["optical,sar\n", "nope\n", "[{\"optical\": \"a.tif\"}]"])
