@@ -63,10 +63,6 @@ class SceneResult:
     node: str = ""  # the Ray node that ran it (empty in-process)
 
 
-#: Whether a path is a GDAL virtual path (``/vsis3/``, ``/vsicurl/`` ...) or a URL, passed through as is.
-is_url = is_gdal_path
-
-
 def _stem(path: str) -> str:
     """The file stem of a local path or URL (query strings dropped); for per-band files, their folder's name."""
     parts = _parts(path)
@@ -122,7 +118,7 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
 
 
 def _resolve(path: str, base: Path) -> str:
-    if is_url(path):
+    if is_gdal_path(path):
         return path
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else base / p)
@@ -160,7 +156,7 @@ def input_fingerprint(path: str) -> dict[str, Any] | list[dict[str, Any]]:
     """A local file's sha256 and size (not its path: moved inputs still match); for a URL only the URL."""
     if len(_parts(path)) > 1:
         return [input_fingerprint(p) for p in _parts(path)]
-    if is_url(path):  # hashing it would download it all; GDAL's size/mtime of remote objects is not reliable
+    if is_gdal_path(path):  # hashing it would download it all; GDAL's size/mtime of remote objects is not reliable
         return {"url": path}
     try:
         return {"size": os.path.getsize(path), "sha256": sha256_file(path)}

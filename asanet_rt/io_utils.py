@@ -12,8 +12,10 @@ import hashlib
 import logging
 import os
 import re
+import signal
 import socket
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -225,6 +227,20 @@ def _temp_beside(path: Path) -> Path:
 
 
 @contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back during the block (main thread only; elsewhere they do not interrupt)."""
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def atomic_outputs(paths: Sequence[str | os.PathLike | None], *, overwrite: bool = False) -> Iterator[OutputSet]:
     """Temporary paths for a group of outputs, moved into place together when the block completes.
 
@@ -244,12 +260,18 @@ def atomic_outputs(paths: Sequence[str | os.PathLike | None], *, overwrite: bool
             temps[path] = _temp_beside(path)
         yield out
         out._remove(scratch_only=True)
-        for path in reversed(chosen):
-            os.replace(temps[path], path)
-            del temps[path]
+        with _signals_deferred():  # all renamed or none: Ctrl-C / SIGTERM take effect after the last rename
+            for path in reversed(chosen):
+                os.replace(temps[path], path)
+                del temps[path]
     except BaseException as exc:
         failure = write_failure(exc, chosen[0], out.files()) if chosen else None
         out._remove()
+        for path in chosen:  # a temporary file created just before an interrupt, not yet in ``temps``
+            folder = path.parent if str(path.parent) else Path(".")
+            for own in folder.glob(f".{glob_escape(path.name)}.{glob_escape(_owner_tag())}.*.partial*"):
+                with contextlib.suppress(OSError):
+                    own.unlink()
         if failure is not None:
             raise failure from exc
         raise

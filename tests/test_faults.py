@@ -272,7 +272,8 @@ def test_signal_mid_run_leaves_nothing(toy_model: Path, scenes: dict, tmp_path: 
         return
     word = "interrupted" if sig == signal.SIGINT else "terminated"
     one_error(result, 130 if sig == signal.SIGINT else 128 + signal.SIGTERM, word)
-    assert listing(out) == []
+    # nothing, or (a signal held back during the final renames) every output complete
+    assert listing(out) in ([], ["c.tif"] + FINISHED)
 
 
 def test_leftovers_of_a_killed_run_are_removed_by_the_next(toy_model: Path, scenes: dict,  # noqa: F811
