@@ -54,10 +54,14 @@ def is_gdal_path(path: str | os.PathLike) -> bool:
     return bool(_GDAL_PATH.match(os.fspath(path)))
 
 
+def _host() -> str:
+    """This host's name, safe inside a file name."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
+
+
 def _owner_tag() -> str:
-    """``HOST-PID`` of this process, safe inside a file name."""
-    host = re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname())[:40] or "host"
-    return f"{host}-{os.getpid()}"
+    """``HOST-PID`` of this process, the owner part of its temporary names."""
+    return f"{_host()}-{os.getpid()}"
 
 
 def glob_escape(name: str) -> str:
@@ -82,9 +86,8 @@ def remove_leftovers(path: str | os.PathLike, *, any_owner: bool = False) -> lis
     ``any_owner`` also removes files of live or remote owners (for a caller that owns ``path`` exclusively).
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    here, removed = socket.gethostname(), []
-    host = re.sub(r"[^A-Za-z0-9_]", "_", here)[:40] or "host"
+    folder = path.parent
+    host, removed = _host(), []
     pattern = re.compile(rf"^\.{re.escape(path.name)}\.(?:(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)\.)?[^/]*\.partial")
     for leftover in folder.glob(f".{glob_escape(path.name)}.*.partial*"):
         m = pattern.match(leftover.name)
@@ -104,7 +107,7 @@ def remove_leftovers(path: str | os.PathLike, *, any_owner: bool = False) -> lis
 def check_output_path(path: str | os.PathLike, overwrite: bool) -> Path:
     """The rules every output path follows: not a folder, its folder exists, replaced only with ``overwrite``."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if path.is_dir():
         raise AsanetError(f"{path}: is a folder, not a file; give the path of the file to write inside it")
     if not folder.is_dir():
@@ -135,7 +138,7 @@ def write_failure(exc: BaseException, path: Path, files: Iterable[Path] = ()) ->
         code = _code_from_text(str(exc)) or _code_from_state(path, files)
         if code is None:
             return None
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     return OutputError(f"{path}: cannot write: {_REASONS[code]} in {folder} ({_HINTS[code]}); nothing was written")
 
 
@@ -159,7 +162,7 @@ def _code_from_text(text: str) -> int | None:
 
 def _code_from_state(path: Path, files: Iterable[Path]) -> int | None:
     """Why a write without an errno failed, judged from the folder: full, read-only, or at the size limit."""
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     try:
         st = os.statvfs(folder)
     except OSError:
@@ -210,7 +213,7 @@ class OutputSet:
 
 
 def _temp_beside(path: Path) -> Path:
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner_tag()}.", suffix=".partial", dir=folder)
     except OSError as exc:
@@ -268,7 +271,7 @@ def atomic_outputs(paths: Sequence[str | os.PathLike | None], *, overwrite: bool
         failure = write_failure(exc, chosen[0], out.files()) if chosen else None
         out._remove()
         for path in chosen:  # a temporary file created just before an interrupt, not yet in ``temps``
-            folder = path.parent if str(path.parent) else Path(".")
+            folder = path.parent
             for own in folder.glob(f".{glob_escape(path.name)}.{glob_escape(_owner_tag())}.*.partial*"):
                 with contextlib.suppress(OSError):
                     own.unlink()

@@ -24,8 +24,11 @@ def check_outputs(paths: Sequence[str | os.PathLike | None], inputs: Sequence[st
         if res in sources:
             raise AsanetError(f"{path}: is an input; choose another output path")
         check_output_path(path, overwrite)
-    for folder in dict.fromkeys(p.parent.resolve() for p in chosen):
-        probe_folder(folder, chosen[[p.parent.resolve() for p in chosen].index(folder)])
+    first_in: dict[Path, Path] = {}
+    for path in chosen:
+        first_in.setdefault(path.parent.resolve(), path)
+    for folder, path in first_in.items():
+        probe_folder(folder, path)
     return chosen
 
 

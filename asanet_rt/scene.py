@@ -242,7 +242,7 @@ class Scene:
     sar_fill: float = 0.0
     optical_nodata: float | None = None
     sar_nodata: float | None = None
-    _optical: rasterio.io.DatasetReader | None = field(default=None, repr=False)
+    _optical: rasterio.io.DatasetReader | BandStack | None = field(default=None, repr=False)
     _sar_src: rasterio.io.DatasetReader | None = field(default=None, repr=False)
     _sar: rasterio.io.DatasetReader | WarpedVRT | None = field(default=None, repr=False)
     monitors: tuple[RangeMonitor, RangeMonitor] | None = field(default=None, repr=False)

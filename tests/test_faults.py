@@ -212,6 +212,8 @@ def test_export_and_build_refuse_a_folder_or_a_read_only_output(checkpoint: Path
               2, "is a folder")
     one_error(run(CLI + ["build", str(toy_model), "-o", str(tmp_path / "m.onnx"), "--overwrite"]), 2, "is a folder")
     one_error(run(CLI + ["build", str(toy_model), "-o", str(read_only / "m.engine")]), 1, "m.engine")
+    one_error(run(CLI + ["export", str(checkpoint), "-o", str(read_only / "m.onnx")], timeout=300), 1, "m.onnx",
+              "read-only file system")
     assert listing(read_only) == ["old.txt"] and listing(tmp_path / "m.onnx") == []
 
 
