@@ -30,7 +30,7 @@ from .scaling import RangeWarning
 from .scene import Scene, split_optical
 from .tiling import TileGrid
 from .writer import (CLASSES_DESCRIPTION, CONFIDENCE_DESCRIPTION, CONFIDENCE_DTYPES, StripeWriter, class_tags,
-                     colormap, confidence_values, to_cog, write_aux_xml, write_qml)
+                     colormap, confidence_values, sidecar_paths, to_cog, write_aux_xml, write_qml)
 
 if TYPE_CHECKING:
     from .classifier import Classifier
@@ -253,8 +253,8 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
         raise AsanetError(f"--confidence-dtype {confidence_dtype!r}: choose {' or '.join(CONFIDENCE_DTYPES)}")
     if not 0.0 <= quicklook_alpha <= 1.0:
         raise AsanetError(f"--quicklook-alpha {quicklook_alpha}: must be between 0 and 1")
+    side_paths = sidecar_paths(output) if sidecars else ()
     out_paths = scene_outputs(output, conf_path, look_path, sidecars)
-    side_paths = tuple(p for p in out_paths[2:-1] if p is not None)
     check_outputs(out_paths, [*split_optical(optical), sar], overwrite=overwrite)
     tile = classifier.check_tile(tile)
     overlap = tile // 4 if overlap is None else int(overlap)
