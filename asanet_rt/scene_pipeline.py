@@ -23,10 +23,13 @@ import rasterio.env
 
 from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
-from .io_utils import atomic_output
+from .io_utils import atomic_outputs
+from .metadata import ModelMetadata
+from .plausibility import map_warnings, training_stats
+from .preflight import check_outputs
 from .progress import Progress, format_seconds
 from .scaling import RangeWarning
-from .scene import Scene
+from .scene import Scene, split_optical
 from .tiling import TileGrid, TileSettings
 from .sinks import Sink, SinkContext, default_outputs, ordered
 
@@ -44,6 +47,7 @@ class SceneModel(Protocol):
     """What the scene loop needs of a model (``asanet_rt.Classifier`` is one); no import of it needed here."""
 
     path: str
+    metadata: ModelMetadata
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     optical_bands: tuple[str, ...]
@@ -258,25 +262,12 @@ class _Writer:
 
 
 def _check_outputs(sinks: Sequence[Sink], inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """Refuse before any work: missing folders, folders as outputs, existing files without ``overwrite``, an
-    output naming an input, two outputs on one path, two sinks of one kind."""
+    """Refuse before any work: two sinks of one kind, and what ``preflight.check_outputs`` refuses (folders as
+    outputs, missing or unwritable folders, existing files without ``overwrite``, an output naming an input)."""
     kinds = [s.kind for s in sinks]
     if len(set(kinds)) != len(kinds):
         raise AsanetError(f"one output of each kind: got {', '.join(kinds)}")
-    paths = [s.path for s in sinks]
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) != len(resolved):
-        raise AsanetError(f"output paths must differ: {', '.join(map(str, paths))}")
-    sources = {Path(p).resolve() for p in inputs}
-    for path, res in zip(paths, resolved):
-        if res in sources:
-            raise AsanetError(f"{path}: is an input; choose another output path")
-        if path.is_dir():
-            raise AsanetError(f"{path}: is a folder; name an output file")
-        if not path.parent.resolve().is_dir():
-            raise AsanetError(f"{path}: output folder {path.parent} does not exist")
-        if path.exists() and not overwrite:
-            raise AsanetError(f"{path}: exists; pass --overwrite to replace it")
+    check_outputs([s.path for s in sinks], inputs, overwrite=overwrite)
 
 
 #: The output keywords of earlier releases, now one ``outputs`` list (still accepted, with a warning).
@@ -290,7 +281,7 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
                    optical_bands: str | Sequence[int] | None = None, sar_band: int = 1,
                    optical_scale: str = "auto", sar_scale: str = "auto", optical_nodata: float | None = None,
                    sar_nodata: float | None = None, sar_resampling: str = "bilinear", overwrite: bool = False,
-                   progress: bool = False, **output_options: Any) -> SceneSummary:
+                   progress: bool = False, allow_empty: bool = False, **output_options: Any) -> SceneSummary:
     """Classify the ``optical`` + ``sar`` GeoTIFF pair into ``outputs`` on the optical raster's grid.
 
     ``outputs`` is a list of sinks (``asanet_rt.sinks``: ``MapSink``, ``ConfidenceSink``, ``ProbabilitySink``,
@@ -299,11 +290,13 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
     model's native tile) overlap by ``overlap`` px and are blended on probabilities; scene edges are padded by
     reflection. SAR on another grid is resampled onto the optical grid (``sar_resampling``). Pixels without
     both sensors get class 255 (nodata). Every output is written under a temporary name and all are renamed
-    when complete; on any failure none is left behind and existing files are untouched.
+    when complete; on any failure none is left behind and existing files are untouched. ``optical`` may also be
+    a list (or comma-separated string) of single-band files. A scene where no pixel has both sensors is an error
+    unless ``allow_empty``.
     """
     t_start = time.perf_counter()
     sinks = _resolve_outputs(output, outputs, output_options)
-    _check_outputs(sinks, [optical, sar], overwrite)
+    _check_outputs(sinks, [*split_optical(optical), sar], overwrite)
     plan = classifier.tile_settings(tile, overlap, batch)
 
     with _gdal_cache(), Scene.open(
@@ -320,15 +313,19 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
         ctx = SinkContext(classifier.classes, classifier.palette, classifier.path, classifier.optical_bands, scene,
                           dict(scene.profile))
         with contextlib.ExitStack() as stack:
-            # entered in finishing order, renamed in reverse: once the map is visible, everything else is too
+            # in finishing order; the first (the map) is moved into place last, so once it is visible all are
+            out = stack.enter_context(atomic_outputs([s.path for s in sinks], overwrite=overwrite))
             for sink in sinks:
-                sink.start(ctx, stack.enter_context(atomic_output(sink.path, overwrite=overwrite)))
+                sink.start(ctx, out[sink.path])
                 stack.callback(sink.abort)
             writer, model_seconds = _stream(classifier, scene, grid, plan.batch, sinks, progress)
+            scene.check_coverage(allow_empty)
             ctx.counts = writer.counts
             for sink in sinks:
                 sink.finish(ctx)
-        messages = scene.warnings()
+        messages = scene.warnings() + map_warnings(writer.counts.tolist(), classifier.classes, scene.input_means(),
+                                                   training_stats(classifier.metadata, classifier.optical_bands),
+                                                   classifier.optical_bands)
         alignment = scene.alignment
         area = ground_area_km2(scene.profile)
     for message in messages:

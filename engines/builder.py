@@ -22,6 +22,7 @@ from asanet_rt.io_utils import atomic_output, sha256_file
 from asanet_rt.metadata import TILE_MULTIPLE as _TILE_MULTIPLE
 from asanet_rt.metadata import ModelMetadata, round_up
 from asanet_rt.model_files import check_onnx_file
+from asanet_rt.preflight import check_outputs
 from asanet_rt.onnx_info import ASANET_DOMAIN, OnnxInfo, read_onnx_info
 
 from .backend import TrtBackend, dtype_name, load_backend
@@ -449,8 +450,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
     started = time.perf_counter()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     say = log.info if progress else log.debug
-    if out_path.exists() and not overwrite:
-        raise AsanetError(f"{out_path}: exists; pass --overwrite to replace it")
+    check_outputs([out_path], [onnx_path], overwrite=overwrite)  # a folder, a missing or read-only folder
     if out_path.resolve() == onnx_path.resolve():
         raise AsanetError(f"{out_path}: the engine would overwrite its own ONNX file")
     info = read_onnx_info(onnx_path)

@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from asanet_rt.errors import AsanetError
+from asanet_rt.preflight import check_outputs
 from asanet_rt.metadata import ModelMetadata
 
 from .calibration import CALIB_METHODS, Scaling, Tile, read_tiles, synthetic_tiles
@@ -134,8 +135,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     options.validate(meta)
     precision.validate()
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise AsanetError(f"{out_path}: exists; pass --overwrite to replace it")
+    check_outputs([out_path], overwrite=overwrite)  # a folder, a missing or read-only folder: before any work
     # read the imagery before the slow parts, so that a bad --calib/--labels fails at once
     calib = _tiles(precision.calib, meta, options, precision, precision.calib_tiles) if precision.calib else None
     labelled = _tiles(precision.labels, meta, options, precision, 10 ** 6, labelled=True) if precision.labels \
