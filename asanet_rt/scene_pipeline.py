@@ -307,7 +307,7 @@ def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: st
 
                 write_quicklook(tmp_look, tmp_map, classifier.classes, classifier.palette, scene=scene,
                                 band_names=classifier.optical_bands, max_size=quicklook_size,
-                                alpha=quicklook_alpha)
+                                alpha=quicklook_alpha, counts=sink.counts.tolist())
         messages = scene.warnings()
         alignment = scene.alignment
     for message in messages:

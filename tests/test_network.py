@@ -1,7 +1,6 @@
 """The torch network against formula implementations in numpy, official key lists and the official code."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np

@@ -178,13 +178,18 @@ def test_quicklook_png(clf, tmp_path, monkeypatch, use_matplotlib):
                         lambda *a, **k: real(*a, **{**k, "use_matplotlib": use_matplotlib}))
     opt_path, sar_path, *_ = write_pair(tmp_path, 90, 200, seed=7)
     png = tmp_path / "lc.png"
-    clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", quicklook=png, quicklook_size=100, tile=64,
-                       overlap=16)
+    summary = clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", quicklook=png, quicklook_size=300,
+                                 tile=64, overlap=16)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width > 100 and height >= 45  # the 100 x 45 map plus a legend
-    assert b"Legend" in data and clf.classes[0].encode() in data
+    assert max(width, height) == 300  # the promised size, legend and title included
+    assert b"Legend" in data and b"Title" in data and b"land cover: " in data
+    with rasterio.open(tmp_path / "lc.tif") as src:
+        present = set(np.unique(src.read(1)).tolist())
+    for index, name in enumerate(clf.classes):  # present classes only
+        assert (f"{name} #".encode() in data) == (index in present), name
+    assert (b"nodata #" in data) == (255 in present)
 
 
 def test_band_mapping_from_descriptions_and_the_rgb_tag_warning(clf, tmp_path):
