@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,6 +12,10 @@ from .backends import Runner, open_runner
 from .errors import AsanetError
 from .metadata import ModelMetadata
 from .tiling import MULTIPLE, TileGrid, pad_reflect, round_up
+
+
+class TileSizeWarning(UserWarning):
+    """Tiles of another size than the model's native tile (accuracy may differ from the trained setting)."""
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -218,11 +223,20 @@ class Classifier:
     def check_tile(self, tile: int | None) -> int:
         """``tile`` (default: the model's) checked against the model's range; a clear error otherwise."""
         lo, hi = self.tile_range
+        native = round_up(self.metadata.native_tile)
         if tile is None:
-            return self.default_tile
+            tile = self.default_tile
+            if tile != native:
+                warnings.warn(f"tiling at {tile} px: the model's native tile {native} is outside the tile range "
+                              f"{lo}:{hi} it was exported with (re-export with a range that holds {native})",
+                              TileSizeWarning, stacklevel=3)
+            return tile
         tile = int(tile)
         if tile % MULTIPLE or not lo <= tile <= hi:
             raise AsanetError(f"--tile {tile}: the model takes tiles of {lo} to {hi} px in steps of {MULTIPLE}")
+        if tile != native:
+            warnings.warn(f"tiling at {tile} px, not at the model's native tile {native} (what it was trained on)",
+                          TileSizeWarning, stacklevel=3)
         return tile
 
     def _tiled_scores(self, opt: np.ndarray, sar: np.ndarray, tile: int, overlap: int) -> np.ndarray:

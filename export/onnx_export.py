@@ -85,7 +85,7 @@ class ExportOptions:
             raise AsanetError(f"--batch {self.batch[0]}:{self.batch[1]}: need 1 <= min <= max")
         bands = self.resolved_bands(meta)
         if sorted(bands) != sorted(meta.optical_channels):
-            raise AsanetError(f"--optical-bands {','.join(bands)}: must name each of "
+            raise AsanetError(f"--input-bands {','.join(bands)}: must name each of "
                               f"{', '.join(meta.optical_channels)} once")
 
     def resolved_bands(self, meta: ModelMetadata) -> tuple[str, ...]:

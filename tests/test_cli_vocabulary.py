@@ -156,3 +156,22 @@ def test_export_tile_range_holds_the_native_tile():
         warnings.simplefilter("error")
         ExportOptions(tile=(128, 512)).for_model(Meta())
     assert ModelMetadata  # imported for the real type the options take
+
+
+def test_classify_warns_when_tiling_off_the_native_tile(tmp_path):
+    from toy_models import make_toy_onnx
+
+    from asanet_rt.classifier import Classifier, TileSizeWarning
+
+    with Classifier.open(make_toy_onnx(tmp_path / "toy.onnx")) as clf:
+        lo, hi = clf.tile_range
+        native = clf.metadata.native_tile
+        assert lo <= native <= hi
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert clf.check_tile(None) == native and clf.check_tile(native) == native
+        with pytest.warns(TileSizeWarning, match=f"not at the model's native tile {native}"):
+            clf.check_tile(hi if hi != native else lo)
+        clf.tile_range = (native + 32, hi + 64)  # an export whose range excludes the native tile
+        with pytest.warns(TileSizeWarning, match=f"native tile {native} is outside the tile range"):
+            assert clf.check_tile(None) == native + 32

@@ -11,6 +11,7 @@ import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
 from asanet_rt.classifier import Classifier
+from asanet_rt.errors import AsanetError
 from asanet_rt.tiling import TileGrid
 
 from runtime_helpers import (listing, reference_probabilities, tile_edge_mask, toy_model,  # noqa: F401 - fixture
@@ -192,8 +193,7 @@ def test_quicklook_png(clf, tmp_path, monkeypatch, use_matplotlib):
     assert (b"nodata #" in data) == (255 in present)
 
 
-def test_band_mapping_from_descriptions_and_the_rgb_tag_warning(clf, tmp_path):
-    from asanet_rt.scene import BandOrderWarning
+def test_band_mapping_from_descriptions_colour_tags_or_refused(clf, tmp_path):
     from toy_models import make_toy_onnx
 
     opt_path, sar_path, opt, sar = write_pair(tmp_path, 40, 48, seed=8)
@@ -206,7 +206,15 @@ def test_band_mapping_from_descriptions_and_the_rgb_tag_warning(clf, tmp_path):
     clf.classify_scene(stack, sar_path, tmp_path / "lc.tif", optical_scale="linear:0:255")
     with rasterio.open(tmp_path / "lc.tif") as src:
         np.testing.assert_array_equal(src.read(1), reference_probabilities(opt, sar).argmax(0))
-    # GDAL tags any 3-band byte file red, green, blue: a model taking blue, green, red gets a warning, not a guess
+    # colour tags red, green, blue (GDAL's for 3-band byte files): a blue, green, red model reads bands 3, 2, 1
     with Classifier.open(make_toy_onnx(tmp_path / "bgr.onnx", optical_bands=("blue", "green", "red"))) as bgr:
-        with pytest.warns(BandOrderWarning, match=r"optical\.tif: .*--optical-bands 3,2,1"):
-            bgr.classify_scene(opt_path, sar_path, tmp_path / "lc2.tif")
+        bgr.classify_scene(opt_path, sar_path, tmp_path / "lc2.tif")
+        bgr.classify_scene(opt_path, sar_path, tmp_path / "lc3.tif", optical_bands=(3, 2, 1))
+        with rasterio.open(tmp_path / "lc2.tif") as a, rasterio.open(tmp_path / "lc3.tif") as b:
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+    # no descriptions, no colour tags (a 3-band uint16 file): refused, unless --optical-bands says
+    plain = tmp_path / "plain.tif"
+    write_raster(plain, opt.astype(np.uint16))
+    with pytest.raises(AsanetError, match=r"plain\.tif: cannot tell which of its 3 bands hold red, green, blue"):
+        clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255")
+    clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255", optical_bands=(1, 2, 3))
