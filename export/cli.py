@@ -90,7 +90,8 @@ def register_export(sub: argparse._SubParsersAction) -> None:
                         "more sources")
     p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="percentile",
                    help="how activation ranges are chosen from calibration data (default percentile)")
-    p.add_argument("--calib-tiles", type=positive_int, default=32, help="number of calibration tiles (default 32)")
+    p.add_argument("--calib-tiles", type=positive_int, default=32, metavar="N",
+                   help="number of calibration tiles (default 32)")
     p.add_argument("--keep-fp", default="auto",
                    help="int8: layers kept in float: auto (sensitivity pass), none, or a comma list of node names")
     p.add_argument("--labels", action="append", default=None, metavar="SOURCE",

@@ -1,26 +1,16 @@
-"""Shared fixtures: the official-code parity fixture (tests/data/parity), optional real data, markers."""
+"""Shared fixtures: the official-code parity fixture (tests/data/parity), markers."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASANET_SHARED", REPO.parent / "shared"))
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (and CuPy or TensorRT); skipped without one")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
-
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    """Optional larger real-data folder (ASANET_SHARED; data/terramind holds whole TerraMind tiles)."""
-    if not SHARED.is_dir():
-        pytest.skip("needs the optional real-data folder (set ASANET_SHARED to a folder with data/terramind)")
-    return SHARED
 
 
 @pytest.fixture(scope="session")
