@@ -126,7 +126,7 @@ def legend_text(entries: Sequence[tuple[str, Sequence[int]]]) -> str:
 
 
 def _legend_width(entries: Sequence[tuple[str, Sequence[int]]]) -> int:
-    return 40 + 7 * max((len(name) for name, _ in entries), default=6)
+    return 64 + 7 * max((len(name) for name, _ in entries), default=6)
 
 
 def _matplotlib_png(path: Path, rgba: np.ndarray, entries: Sequence[tuple[str, Sequence[int]]], title: str,

@@ -218,3 +218,14 @@ def test_band_mapping_from_descriptions_colour_tags_or_refused(clf, tmp_path):
     with pytest.raises(AsanetError, match=r"plain\.tif: cannot tell which of its 3 bands hold red, green, blue"):
         clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255")
     clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255", optical_bands=(1, 2, 3))
+
+
+def test_quicklook_legend_lists_present_classes_and_nodata():
+    from asanet_rt.quicklook import NODATA_COLOUR, legend_entries
+
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    classes = np.array([[0, 2], [255, 2]], np.uint8)
+    assert legend_entries(classes, ("a", "b", "c"), palette) == [("a", (255, 0, 0)), ("c", (0, 0, 255)),
+                                                                  ("nodata", NODATA_COLOUR)]
+    # counts of the whole map win over the preview's pixels (a class too small to survive the downscale)
+    assert [n for n, _ in legend_entries(classes[:1, 1:], ("a", "b", "c"), palette, counts=[0, 5, 1])] == ["b", "c"]
