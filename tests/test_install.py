@@ -46,6 +46,8 @@ def test_pip_command_uses_the_cpu_index_only_when_given():
     assert cmd[:6] == ["py", "-m", "pip", "install", "--extra-index-url", install.TORCH_CPU_INDEX]
     assert cmd[-1].endswith("[export]")
     assert "--extra-index-url" not in install.pip_command("py", "export", None)
+    cmd = install.pip_command("py", "export", install.TORCH_CPU_INDEX, ["file:///mirror/simple"])
+    assert cmd[4:8] == ["--extra-index-url", install.TORCH_CPU_INDEX, "--extra-index-url", "file:///mirror/simple"]
 
 
 def test_unreachable_index_is_detected_quickly():

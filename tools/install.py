@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,6 +22,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 TORCH_CPU_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -46,11 +48,23 @@ def index_reachable(url: str = TORCH_CPU_INDEX, timeout: float = 5.0) -> bool:
         return False
 
 
-def pip_command(python: str, extras: str, torch_index: str | None) -> list[str]:
-    """The one pip command that installs asanet-rt with ``extras`` (torch from ``torch_index`` when given)."""
+def configured_extra_indexes(python: str) -> list[str]:
+    """Extra indexes the user configured for pip (a command-line --extra-index-url would replace them)."""
+    found = os.environ.get("PIP_EXTRA_INDEX_URL", "").split()
+    for key in ("global.extra-index-url", "install.extra-index-url"):
+        done = subprocess.run([python, "-m", "pip", "config", "get", key], capture_output=True, text=True)
+        if done.returncode == 0:
+            found += done.stdout.split()
+    return list(dict.fromkeys(found))
+
+
+def pip_command(python: str, extras: str, torch_index: str | None, keep: Sequence[str] = ()) -> list[str]:
+    """The one pip command that installs asanet-rt with ``extras`` (torch from ``torch_index`` when given;
+    ``keep``: the user's own extra indexes, which stay)."""
     cmd = [python, "-m", "pip", "install"]
     if torch_index:
-        cmd += ["--extra-index-url", torch_index]
+        for url in (torch_index, *keep):
+            cmd += ["--extra-index-url", url]
     target = f"{ROOT}[{extras}]" if extras else str(ROOT)
     return cmd + ["-e", target]
 
@@ -76,7 +90,7 @@ def check(python: str, extras: str, torch_index: str | None) -> int:
     """Resolve the install without installing; exit status 1 and the offenders when a CUDA wheel would come."""
     with tempfile.TemporaryDirectory() as tmp:
         report_path = Path(tmp) / "report.json"
-        cmd = pip_command(python, extras, torch_index)
+        cmd = pip_command(python, extras, torch_index, configured_extra_indexes(python) if torch_index else ())
         cmd[4:4] = ["--dry-run", "--ignore-installed", "--quiet", "--report", str(report_path)]
         subprocess.run(cmd, check=True)
         report = json.loads(report_path.read_text())
@@ -110,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
     if args.check:
         return check(args.python, args.extras, index)
-    return subprocess.run(pip_command(args.python, args.extras, index)).returncode
+    keep = configured_extra_indexes(args.python) if index else ()
+    return subprocess.run(pip_command(args.python, args.extras, index, keep)).returncode
 
 
 if __name__ == "__main__":
