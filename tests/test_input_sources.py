@@ -175,7 +175,8 @@ def test_per_band_files_on_differing_grids_are_aligned(clf: Classifier, pair: di
         warped = vrt.read(1)
     stack = np.stack([pair["opt"][0], pair["opt"][1], warped]).astype(np.float32)
     stacked = write_raster(tmp_path / "stack.tif", np.nan_to_num(stack, nan=-1), nodata=-1)
-    clf.classify_scene(stacked, pair["sar_path"], tmp_path / "lc_stack.tif", optical_scale="none")
+    clf.classify_scene(stacked, pair["sar_path"], tmp_path / "lc_stack.tif", optical_scale="none",
+                       optical_bands="1,2,3")  # a float stack without colour tags: bands named explicitly
     assert np.array_equal(_read(out), _read(tmp_path / "lc_stack.tif"))
     assert (_read(out) == 255).any() == np.isnan(warped).any()
     # the first file sets the grid: with the 20 m band first the map is on the 20 m grid
