@@ -6,18 +6,30 @@ import pytest
 
 from asanet_rt.blend import NODATA_CLASS, RowBlender
 from asanet_rt.errors import AsanetError
-from asanet_rt.tiling import WEIGHT_FLOOR, TileGrid, axis_origins, blend_window, pad_reflect
+from asanet_rt.tiling import (WEIGHT_FLOOR, TileGrid, aligned_overlap, axis_origins, blend_window, default_overlap,
+                               grid_stride, pad_reflect)
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 64), (257, 256, 64), (100, 256, 64), (80, 128, 64),
-                                                 (31, 32, 0), (5000, 512, 128), (96, 32, 16)])
-def test_origins_cover_the_scene_with_margin(length, tile, overlap):
+                                                 (31, 32, 0), (5000, 512, 128), (96, 32, 16), (1000, 256, 48),
+                                                 (999, 512, 96), (1001, 256, 16)])
+def test_origins_cover_the_scene_with_margin_on_the_32px_phase(length, tile, overlap):
     ys = axis_origins(length, tile, overlap)
     assert ys == sorted(set(ys))
-    assert ys[0] <= -(overlap // 2) or len(ys) == 1 and ys[0] <= 0
-    assert ys[-1] + tile >= length + overlap // 2
+    # every tile on the same 32 px phase as whole-image inference, including the last one
+    assert all(y % 32 == 0 for y in ys)
+    used = aligned_overlap(tile, overlap)
+    assert ys[0] <= -(used // 2) or len(ys) == 1 and ys[0] <= 0
+    assert ys[-1] + tile >= length + used // 2
+    assert all(y + tile > 0 and y < length for y in ys)  # no tile of padding only
     for a, b in zip(ys, ys[1:]):
-        assert b - a <= tile - overlap  # neighbours overlap by at least ``overlap``
+        assert b - a == grid_stride(tile, overlap) and (tile - (b - a) >= overlap or tile == 32)  # 32: no room
+
+
+def test_overlap_is_rounded_up_to_a_32px_stride_and_defaults_to_64px():
+    assert grid_stride(256, 48) == 192 and aligned_overlap(256, 48) == 64
+    assert aligned_overlap(512, 64) == 64 and aligned_overlap(256, 0) == 0
+    assert default_overlap(512) == 64 and default_overlap(96) == 48
 
 
 def test_small_scene_shrinks_the_tile():
