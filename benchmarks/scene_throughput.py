@@ -8,7 +8,8 @@ Each scene runs in a fresh process so that its peak RSS is its own. Reported per
 the GeoTIFF transform; for a CRS in degrees, at the scene-centre latitude), the overlap factor (how many times
 each pixel goes through the model: tiles x tile area / scene area), model-only throughput divided by that factor
 (the best a scene can do), the time outside the model as % of wall (reading, warping, blending, writing, COG
-conversion: whatever the model does not overlap with), and RSS sampled every 5 ms: after loading the model, the
+conversion: whatever the model does not overlap with; also without the one-off set-up before the first tile,
+where OpenVINO compiles the model for the tile shape), and RSS sampled every 5 ms: after loading the model, the
 peak while streaming tiles and the peak while converting to a COG. The pipeline holds one row band of tiles at a
 time, so memory grows with the scene width, never its height (compare 1024x8192 with 1024x1024).
 ``--ort-arena``, ``--ort-mem-pattern``, ``--gdal-cache`` and ``--queue`` change one memory setting in the child
@@ -30,6 +31,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
 
 
@@ -60,6 +73,8 @@ class RssSampler:
         self.interval = interval
         self.stage = "start"
         self.peaks: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -83,6 +98,9 @@ class RssSampler:
 
     def mark(self, stage: str) -> None:
         self._sample()
+        now = time.perf_counter()
+        self.seconds[self.stage] = round(self.seconds.get(self.stage, 0.0) + now - self._since, 3)
+        self._since = now
         self.stage = stage
         self._sample()
 
@@ -91,6 +109,42 @@ class RssSampler:
         self._stop.set()
         self._thread.join()
         return {k: round(v, 1) for k, v in self.peaks.items()}
+
+
+class TracePeak:
+    """tracemalloc (numpy buffers included) sampled every 0.2 s; the allocation sites at the largest total."""
+
+    def __init__(self) -> None:
+        import threading
+        import tracemalloc
+
+        tracemalloc.start(1)
+        self.best: tuple[int, object] = (0, None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import tracemalloc
+
+        while not self._stop.wait(0.2):
+            current = tracemalloc.get_traced_memory()[0]
+            if current > self.best[0]:
+                self.best = (current, tracemalloc.take_snapshot())
+
+    def stop(self) -> dict:
+        import tracemalloc
+
+        self._stop.set()
+        self._thread.join()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        top = []
+        if self.best[1] is not None:
+            for stat in self.best[1].statistics("lineno")[:8]:  # type: ignore[attr-defined]
+                frame = stat.traceback[0]
+                top.append({"where": f"{Path(frame.filename).name}:{frame.lineno}", "mb": round(stat.size / 2**20, 1)})
+        return {"traced_peak_mb": round(peak / 2**20, 1), "traced_top_at_peak": top}
 
 
 def apply_memory_settings(args: argparse.Namespace) -> None:
@@ -183,6 +237,7 @@ def child_scene(args: argparse.Namespace) -> dict:
             sampler.mark("after cog")
 
     scene_pipeline._stream, sinks.to_cog = staged_stream, staged_to_cog
+    traced = TracePeak() if args.tracemalloc else None
     sampler.mark("imports")
     with Classifier.open(args.model, backend=args.backend) as clf:
         sampler.mark("open scene")
@@ -193,6 +248,7 @@ def child_scene(args: argparse.Namespace) -> dict:
         seconds = time.perf_counter() - t0
         sampler.mark("done")
     peaks = sampler.stop()
+    extra = traced.stop() if traced else {}
     px = summary.width * summary.height
     km2 = px * pixel_area_km2(args.optical)
     factor = summary.tiles * summary.tile[0] * summary.tile[1] / px
@@ -201,7 +257,13 @@ def child_scene(args: argparse.Namespace) -> dict:
             "model_seconds": summary.model_seconds, "scene_mpx_s": px / 1e6 / seconds,
             "km2": km2, "km2_s": km2 / seconds, "overlap_factor": factor,
             "outside_model_pct": 100.0 * (seconds - summary.model_seconds) / seconds,
-            "rss_loaded_mb": rss_loaded, "rss_peak_mb": peak_rss_mb(), "rss_stage_peak_mb": peaks}
+            # one-off work before the first tile: opening the rasters, the backend's set-up for the tile shape
+            "setup_seconds": sampler.seconds.get("open scene", 0.0),
+            "outside_model_after_setup_pct": 100.0 * (seconds - sampler.seconds.get("open scene", 0.0)
+                                                      - summary.model_seconds)
+            / max(seconds - sampler.seconds.get("open scene", 0.0), 1e-9),
+            "rss_loaded_mb": rss_loaded, "rss_peak_mb": peak_rss_mb(), "rss_stage_peak_mb": peaks,
+            "stage_seconds": sampler.seconds, **extra}
 
 
 def child_model_only(args: argparse.Namespace) -> dict:
@@ -229,10 +291,14 @@ def run_child(mode: str, args: argparse.Namespace, **extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", str(args.model), "--backend", args.backend,
            "--min-seconds", str(args.min_seconds)]
     for name in ("tile", "overlap", "batch", "ort_arena", "ort_mem_pattern", "gdal_cache", "queue"):
+        if name == "tracemalloc":
+            continue
         if getattr(args, name) is not None:
             cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     for key, value in extra.items():
         cmd += [f"--{key}", value]
+    if args.tracemalloc and mode == "scene":
+        cmd.append("--tracemalloc")
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -252,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ort-mem-pattern", choices=("on", "off"), default=None, help="ONNX Runtime enable_mem_pattern")
     p.add_argument("--gdal-cache", type=int, default=None, help="GDAL_CACHEMAX in MB for the run")
     p.add_argument("--queue", type=int, default=None, help="batches waiting between two pipeline stages")
+    p.add_argument("--tracemalloc", action="store_true", help="report Python/numpy allocation sites at the peak")
     p.add_argument("--out", type=Path, default=Path("scene_throughput.json"), help="JSON results")
     p.add_argument("--child", choices=("scene", "model"), help=argparse.SUPPRESS)
     p.add_argument("--optical", help=argparse.SUPPRESS)
@@ -288,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {width} x {height} px done in {result['seconds']:.1f} s", flush=True)
 
     header = (f"{'scene px':>11} {'tiles':>6} {'x model':>8} {'time s':>7} {'km2/s':>7} {'Mpx/s':>6} "
-              f"{'model-only/x':>13} {'outside %':>10} {'RSS loaded':>11} {'stream peak':>12} {'cog peak':>9} "
+              f"{'model-only/x':>13} {'outside %':>10} {'set-up s':>9} {'after set-up %':>15} {'RSS loaded':>11} {'stream peak':>12} {'cog peak':>9} "
               f"{'peak MiB':>9}")
     print(header)
     print("-" * len(header))
@@ -296,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         stages = r["rss_stage_peak_mb"]
         print(f"{r['width']:>5} x {r['height']:<5} {r['tiles']:>6} {r['overlap_factor']:>8.2f} {r['seconds']:>7.2f} "
               f"{r['km2_s']:>7.2f} {r['scene_mpx_s']:>6.2f} {r['model_only_per_factor_mpx_s']:>13.2f} "
-              f"{r['outside_model_pct']:>10.1f} {r['rss_loaded_mb']:>11.0f} {stages.get('stream', 0):>12.0f} "
+              f"{r['outside_model_pct']:>10.1f} {r['setup_seconds']:>9.2f} {r['outside_model_after_setup_pct']:>15.1f} "
+              f"{r['rss_loaded_mb']:>11.0f} {stages.get('stream', 0):>12.0f} "
               f"{stages.get('cog', 0):>9.0f} {r['rss_peak_mb']:>9.0f}")
     settings = {k: getattr(args, k) for k in ("ort_arena", "ort_mem_pattern", "gdal_cache", "queue")}
     report = {"model": str(args.model), "backend": args.backend, "machine": platform.machine(),
-              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "cpu": cpu_name(), "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "settings": settings, "model_only": model_only,
               "scenes": rows}
     args.out.write_text(json.dumps(report, indent=2))

@@ -27,6 +27,18 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
 SHARED = Path(os.environ.get("ASANET_SHARED", REPO.parent / "shared"))
 
 #: name -> (optical, SAR, optical bands, optical scale); demo scenes are in the repository, the rest in ../shared.
@@ -198,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['seam_ratio_max']:>15.2f} {s['agreement_pct_mean']:>19.2f}   {','.join(s['scenes'])}")
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "model": str(args.model), "backend": clf.runner.backend, "size": args.size,
-              "cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "cpu": cpu_name(), "cpus": os.cpu_count(),
               "summary": summary_rows, "runs": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
