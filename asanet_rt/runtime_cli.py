@@ -45,8 +45,10 @@ def backend_arg(text: str) -> str:
 def add_scene_options(p: argparse.ArgumentParser) -> None:
     """Tiling, band and value options shared by ``classify`` and ``batch``; read back with ``scene_options``."""
     g = p.add_argument_group("tiling")
-    g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile, at least 512)")
-    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px, rounded up to a 32 px step (default: 128)")
+    g.add_argument("--tile", type=int, default=None,
+                   help="tile edge in px (default: the model's native tile, at least 512)")
+    g.add_argument("--overlap", type=int, default=None,
+                   help="overlap between tiles in px, rounded up to a 32 px step (default: 128)")
     g.add_argument("--batch", type=int, default=None, help="tiles per inference call (default: up to 8)")
     g = p.add_argument_group("input bands and values")
     g.add_argument("--optical-bands", default=None, metavar="B,B,B",
