@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from asanet_rt.errors import AsanetError
+from asanet_rt.preflight import check_outputs
 from asanet_rt.metadata import ModelMetadata
 
 from .calibration import CALIB_METHODS, Scaling, Tile, read_tiles, synthetic_tiles
@@ -112,7 +113,7 @@ def model_inputs(tiles: Sequence[Tile], meta: ModelMetadata, options: ExportOpti
 
 def _tiles(sources: Sequence[str] | None, meta: ModelMetadata, options: ExportOptions, precision: PrecisionOptions,
            count: int, labelled: bool = False) -> list[Tile]:
-    edge = precision.calib_tile or max(options.tile[0], min(options.tile[1], meta.native_tile))
+    edge = precision.calib_tile or options.inputs(meta).default_tile
     bands = options.resolved_bands(meta)
     tiles = read_tiles(sources, bands, edge, count, precision.scaling,
                        num_classes=meta.num_classes if labelled else None)
@@ -134,8 +135,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     options.validate(meta)
     precision.validate()
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise AsanetError(f"{out_path}: exists; pass --overwrite to replace it")
+    check_outputs([out_path], overwrite=overwrite)  # a folder, a missing or read-only folder: before any work
     # read the imagery before the slow parts, so that a bad --calib/--labels fails at once
     calib = _tiles(precision.calib, meta, options, precision, precision.calib_tiles) if precision.calib else None
     labelled = _tiles(precision.labels, meta, options, precision, 10 ** 6, labelled=True) if precision.labels \
@@ -145,7 +145,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     elif calib:
         eval_tiles, source = calib, "calibration tiles (--calib; not held out)"
     else:
-        edge = precision.calib_tile or max(options.tile[0], min(options.tile[1], meta.native_tile))
+        edge = precision.calib_tile or options.inputs(meta).default_tile
         eval_tiles = model_inputs(synthetic_tiles(SYNTHETIC_TILES, edge), meta, options)
         source = "synthetic smooth images (no --calib or --labels given)"
 

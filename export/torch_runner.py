@@ -14,7 +14,9 @@ import numpy as np
 import torch
 
 from asanet_rt.backends.base import ComputeFn, Runner
+from asanet_rt.backends.cpu import physical_cores
 from asanet_rt.errors import AsanetError
+from asanet_rt.metadata import ModelMetadata
 
 from .checkpoint import load_checkpoint
 
@@ -30,10 +32,10 @@ class TorchRunner(Runner):
 
     def __init__(self, path: str | os.PathLike, device: int = 0, threads: int | None = None,
                  torch_device: str = "cpu", compile: bool = False) -> None:  # noqa: A002 - torch's own word
-        if threads:
-            torch.set_num_threads(int(threads))
-            with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
-                torch.set_num_interop_threads(1)
+        # physical cores by default, like the other CPU backends (torch would count hyper-threads)
+        torch.set_num_threads(int(threads) if threads else physical_cores())
+        with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+            torch.set_num_interop_threads(1)
         if not (torch_device == "cpu" or torch_device.startswith("cuda")):
             raise AsanetError(f"--torch-device {torch_device!r}: use cpu or cuda[:N]")
         if torch_device.startswith("cuda") and not torch.cuda.is_available():
@@ -48,29 +50,61 @@ class TorchRunner(Runner):
         self.compiled = bool(compile)
         self.backend = "torch-compile" if self.compiled else "torch"
         self.net = torch.compile(model) if self.compiled else model
+        self._output_names: tuple[str, ...] = ("probabilities",)
+        self._wrapper: torch.nn.Module | None = None
         dev = self.device
         self._opt_mean = torch.tensor(meta.optical_mean, device=dev).view(1, 3, 1, 1)
         self._opt_std = torch.tensor(meta.optical_std, device=dev).view(1, 3, 1, 1)
         self._sar_mean = torch.tensor(meta.sar_mean[:1], device=dev).view(1, 1, 1, 1)
         self._sar_std = torch.tensor(meta.sar_std[:1], device=dev).view(1, 1, 1, 1)
 
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, like: ModelMetadata | None = None,
+                   name: str = "torch network (in memory)") -> "TorchRunner":
+        """A network in memory (on the CPU) that takes what ``like``'s graph takes and gives every output.
+
+        The input contract (raw or normalized, optical band order) follows ``like``'s export section (default:
+        raw, the network's own band order); the network runs in its export form (``ExportableASANet``), so it is
+        the torch reference of that graph: ``compare`` runs it against ONNX files and engines.
+        """
+        from .onnx_export import OUTPUT_NAMES, ExportableASANet, ExportOptions
+
+        meta = model.metadata
+        export = dict((like.export or {}) if like is not None else {})
+        options = ExportOptions(input=export.get("input", "raw"),
+                                optical_bands=tuple(export["optical_bands"]) if export.get("optical_bands") else None,
+                                outputs=OUTPUT_NAMES, probabilities_dtype="float32")
+        self = cls.__new__(cls)
+        Runner.__init__(self, name, meta.with_export(
+            input=options.input, optical_bands=list(options.resolved_bands(meta)), outputs=list(OUTPUT_NAMES),
+            tile=list(TILE_RANGE), batch=list(BATCH_RANGE), precision="fp32", ops="torch"))
+        self.device, self.compiled, self.backend = "cpu", False, "torch"
+        self.net = None
+        self._output_names = tuple(OUTPUT_NAMES)
+        self._wrapper = ExportableASANet(model, meta, options).eval()
+        return self
+
     @property
     def output_names(self) -> tuple[str, ...]:
-        return ("probabilities",)
+        return self._output_names
 
-    def _forward(self, optical: torch.Tensor, sar: torch.Tensor) -> torch.Tensor:
-        """The work of a raw-input export with probabilities: normalise, replicate SAR, network, softmax."""
+    def _forward(self, optical: torch.Tensor, sar: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The work of an export: normalise, replicate SAR, network, softmax (and the export form's outputs)."""
+        if self._wrapper is not None:
+            return dict(zip(self._output_names, self._wrapper(optical, sar)))
         opt = (optical - self._opt_mean) / self._opt_std
         sar3 = ((sar - self._sar_mean) / self._sar_std).expand(-1, 3, -1, -1)
-        return torch.softmax(self.net(opt, sar3), dim=1)
+        return {"probabilities": torch.softmax(self.net(opt, sar3), dim=1)}
 
     def _tensors(self, feed: Mapping[str, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
         return tuple(torch.from_numpy(np.ascontiguousarray(feed[k], dtype=np.float32)).to(self.device)
                      for k in self.input_names)  # type: ignore[return-value]
 
     def infer(self, feed: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        names = list(outputs) if outputs is not None else list(self._output_names)
         with torch.inference_mode():
-            return {"probabilities": self._forward(*self._tensors(feed)).cpu().numpy()}  # .cpu() syncs a GPU
+            out = self._forward(*self._tensors(feed))
+            return {name: out[name].cpu().numpy() for name in names}  # .cpu() syncs a GPU
 
     def compute_fn(self, feed: Mapping[str, np.ndarray]) -> tuple[ComputeFn, str] | None:
         opt, sar = self._tensors(feed)
@@ -109,4 +143,4 @@ class TorchRunner(Runner):
                 "torch.cuda.max_memory_allocated (tensors; the caching allocator reserves more)")
 
     def close(self) -> None:
-        self.net = None
+        self.net = self._wrapper = None

@@ -11,7 +11,7 @@ import numpy as np
 from ..errors import AsanetError
 from ..metadata import METADATA_KEY, MetadataError, ModelMetadata
 from .base import ComputeFn, Runner
-from .cpu import physical_cores
+from .cpu import physical_cores, release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,7 @@ class OnnxRuntimeRunner(Runner):
                                             dict(provider_options or {}), path)
             del probe
         self.session = _session(ort, path, opts, providers + ["CPUExecutionProvider"])
+        release_freed_memory()  # the file and its parsed copy are freed now; give their pages back
         super().__init__(str(path), read_onnx_metadata(self.session, path))
         active = self.session.get_providers()
         if PROVIDERS[provider] not in active:

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import AsanetError
 from ..metadata import METADATA_KEY, ModelMetadata
 from .base import ComputeFn, Runner
-from .cpu import physical_cores
+from .cpu import physical_cores, release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,7 @@ class OpenVINORunner(Runner):
             raise AsanetError(f"{self.path}: OpenVINO cannot compile the model for shape {n}x{h}x{w} ({exc})") from exc
         entry = (compiled, compiled.create_infer_request())
         self._compiled[shape] = entry
+        release_freed_memory()  # compilation's scratch buffers are freed now; give their pages back
         while len(self._compiled) > MAX_SHAPES:
             self._compiled.popitem(last=False)
         log.debug("%s: OpenVINO compiled %dx%dx%d", self.path, n, h, w)

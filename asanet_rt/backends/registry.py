@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from ..errors import AsanetError
+from ..model_files import check_onnx_file
 from .base import Runner
 
 log = logging.getLogger(__name__)
@@ -181,6 +182,8 @@ def open_runner(path: str | os.PathLike, backend: str = "auto", device: int = 0,
     if not path.is_file():
         raise AsanetError(f"{path}: not a model file (a directory?)")
     spec = resolve(path, backend)
+    if spec.kind == "onnx":
+        check_onnx_file(path)  # external data and metadata size, before ONNX Runtime or OpenVINO reads anything
     given = {k: v for k, v in options.items() if v is not None}
     unknown = sorted(set(given) - spec.options)
     if unknown:
