@@ -79,3 +79,28 @@ def test_row_blender_reproduces_constant_scores_and_marks_nodata():
     assert (classes[:, 5:] == 2).all() and (classes[:, :5] == NODATA_CLASS).all()
     np.testing.assert_allclose(conf[:, 5:], 0.7, atol=1e-6)
     assert np.isnan(conf[:, :5]).all()
+
+
+@pytest.mark.parametrize("h,w,tile,overlap", [(1000, 777, 256, 64), (300, 1300, 512, 128), (300, 300, 128, 48)])
+def test_row_blender_equals_a_whole_scene_weighted_mean(h, w, tile, overlap):
+    # band-by-band accumulation, buffer shifts included, gives the plain weighted mean of every tile
+    rng = np.random.default_rng(0)
+    grid, k = TileGrid.plan(h, w, tile, overlap, 32), 4
+    scores = {(r, c): rng.random((k, grid.tile_h, grid.tile_w)).astype(np.float32)
+              for r in range(grid.rows) for c in range(grid.cols)}
+    wt = grid.weights()
+    acc, wsum = np.zeros((k, h, w)), np.zeros((h, w))
+    for (r, c), s in scores.items():
+        y, x = grid.ys[r], grid.xs[c]
+        y0, y1, x0, x1 = max(y, 0), min(y + grid.tile_h, h), max(x, 0), min(x + grid.tile_w, w)
+        acc[:, y0:y1, x0:x1] += s[:, y0 - y:y1 - y, x0 - x:x1 - x] * wt[y0 - y:y1 - y, x0 - x:x1 - x]
+        wsum[y0:y1, x0:x1] += wt[y0 - y:y1 - y, x0 - x:x1 - x]
+    blender, out = RowBlender(grid, k, keep_scores=True), []
+    for r, y in enumerate(grid.ys):
+        y0, y1 = max(0, y), min(h, y + grid.tile_h)
+        out += blender.start_band(r, y0, np.ones((y1 - y0, w), bool), grid.cols)
+        for c in range(grid.cols):
+            out += blender.add(r, c, scores[(r, c)])
+    np.testing.assert_array_equal(np.concatenate([o.classes for o in out]), acc.argmax(0))
+    np.testing.assert_allclose(np.concatenate([o.scores for o in out], axis=1), acc / wsum, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([o.confidence for o in out]), (acc / wsum).max(0), atol=1e-6)
