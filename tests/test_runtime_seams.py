@@ -3,7 +3,7 @@
 The demo checkpoint classifies the real Jutland sample (demo/scene) upsampled to 768 x 448 px, red and blue swapped:
 a scene unlike its training data, where the model is unsure and each tile's own content sways it most (as with
 another sensor). That is where seams show first: with the former defaults for this model (128 px tiles, 32 px
-overlap) a blend crossover changes class in ~25x the median column's rows.
+overlap) a blend crossover changes class in ~29x the rows of the median column (or of whole-image inference there).
 """
 from __future__ import annotations
 
