@@ -142,6 +142,37 @@ def classify(clf, optical: Path, sar: Path, out: Path, tile: int, overlap: int, 
     return classes, grid, summary
 
 
+BINS = (0, 8, 16, 32, 48, 64, 96, 128, 256)
+
+
+def border_profile(clf, optical: Path, sar: Path, whole: np.ndarray, tile: int, bands: str, scale: str) -> dict:
+    """Agreement of single tiles with whole-image inference by distance to the tile's nearest edge (px).
+
+    Tiles lie inside the scene on a 96 px step (a multiple of 32: the same phase as the whole image), so every
+    disagreement comes from the tile's own borders and its pyramid pooling seeing only the tile.
+    """
+    from asanet_rt.scene import Scene
+
+    with Scene.open(optical, sar, optical_bands=bands, optical_scale=scale, sar_scale="db:-25:0",
+                    band_names=clf.optical_bands, optical_fill=clf.optical_fill(), sar_fill=clf.sar_fill()) as sc:
+        block = sc.read_rows(0, sc.height)
+    h, w = whole.shape
+    yy, xx = np.mgrid[0:tile, 0:tile]
+    dist = np.minimum.reduce([yy, xx, tile - 1 - yy, tile - 1 - xx])
+    hits, totals = np.zeros(len(BINS) - 1), np.zeros(len(BINS) - 1)
+    for y in range(0, h - tile + 1, 96):
+        for x in range(0, w - tile + 1, 96):
+            pred = clf.scores(block.optical[None, :, y:y + tile, x:x + tile],
+                              block.sar[None, :, y:y + tile, x:x + tile])[0].argmax(0)
+            ok = pred == whole[y:y + tile, x:x + tile]
+            for i in range(len(BINS) - 1):
+                m = (dist >= BINS[i]) & (dist < BINS[i + 1])
+                hits[i] += ok[m].sum()
+                totals[i] += m.sum()
+    return {f"{BINS[i]}-{BINS[i + 1]}": round(100.0 * hits[i] / totals[i], 2)
+            for i in range(len(BINS) - 1) if totals[i]}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path, default=REPO / "demo/asanet_demo.pth")
@@ -154,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlaps", default=None,
                    help="comma list of overlaps in px, or of fractions of the tile such as 0.25 (default: 16 px "
                         "steps from 16 px to half the tile)")
+    p.add_argument("--border-profile", action="store_true",
+                   help="also: agreement of single tiles with whole-image inference by distance to the tile edge")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks/results/seams.json")
     args = p.parse_args(argv)
     sys.path.insert(0, str(REPO))
@@ -163,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.simplefilter("ignore")  # band-order and range notes on the upsampled copies
     options = {"threads": args.threads} if args.threads else {}
-    rows = []
+    rows: list[dict] = []
+    profiles: list[dict] = []
     with Classifier.open(args.model, backend=args.backend, **options) as clf, \
             tempfile.TemporaryDirectory(prefix="asanet-seams-") as tmp:
         folder = Path(tmp)
@@ -177,6 +211,12 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             whole, _, _ = classify(clf, opt, sar_, folder / "whole.tif", -(-args.size // 32) * 32, 0, bands, scale)
             print(f"{name}: whole image ({args.size} px) in {time.perf_counter() - t0:.1f} s", flush=True)
+            if args.border_profile:
+                for tile in (int(t) for t in args.tiles.split(",")):
+                    prof = border_profile(clf, opt, sar_, whole, tile, bands, scale)
+                    profiles.append({"scene": name, "tile": tile, "agreement_pct_by_edge_distance": prof})
+                    print(f"  tile {tile:4d} agreement with whole image by px from the tile edge: "
+                          + "  ".join(f"{k}: {v:.1f}" for k, v in prof.items()), flush=True)
             for tile in (int(t) for t in args.tiles.split(",")):
                 if args.overlaps:
                     overlaps = [int(float(v) * tile) if "." in v else int(v) for v in args.overlaps.split(",")]
@@ -211,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "model": str(args.model), "backend": clf.runner.backend, "size": args.size,
               "cpu": cpu_name(), "cpus": os.cpu_count(),
-              "summary": summary_rows, "runs": rows}
+              "summary": summary_rows, "runs": rows, "border_profiles": profiles}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"saved {args.out}")
