@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -11,7 +12,7 @@ from .backends import Runner, model_feed, open_runner
 from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
 from .metadata import ModelInputs, ModelMetadata
-from .tiling import TileGrid, TileSettings, pad_reflect, round_up
+from .tiling import TileGrid, TileSettings, TileSizeWarning, pad_reflect, round_up  # noqa: F401 - re-exported
 from .tiling import default_tile as tiling_default_tile
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
@@ -109,7 +110,7 @@ class Classifier:
     @property
     def default_batch(self) -> int:
         """Tiles per inference call unless asked otherwise (see :meth:`TileSettings.choose`)."""
-        return self.tile_settings().batch
+        return TileSettings.default_batch(self.inputs, self.on_cpu)
 
     def tile_settings(self, tile: int | None = None, overlap: int | None = None,
                       batch: int | None = None) -> TileSettings:

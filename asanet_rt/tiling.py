@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,17 +15,22 @@ from .metadata import ModelInputs, round_up
 WEIGHT_FLOOR = 0.02
 
 
+class TileSizeWarning(UserWarning):
+    """A scene is tiled at another size than the model's native tile (what it was trained on)."""
+
+
 #: Smallest default tile, px: each tile's pyramid pooling sees only that tile, so small tiles disagree where they
 #: meet (on the demo model, 128 px tiles leave seams at any overlap; 512 px tiles none; benchmarks/seams.py).
 MIN_DEFAULT_TILE = 512
-#: Default overlap, px: puts the blend crossover 64 px (two cells of ASANet's coarsest level) inside either tile,
-#: past the zero-padding border effect: the smallest overlap that left no seams on every test scene and agreed
-#: with whole-image inference within 0.1 point of larger ones (benchmarks/seams.py; 64 px: 0.6 point less).
-DEFAULT_OVERLAP = 128
+#: Default overlap, px: puts the blend crossover 96 px (three cells of ASANet's coarsest level) inside either tile,
+#: past the border effect: the smallest overlap that left no seams on every test scene and agreed with whole-image
+#: inference as well as 256 px did (benchmarks/seams.py; 128 px: a seam on one held-out scene, 0.9 point less
+#: agreement on the tuning scenes).
+DEFAULT_OVERLAP = 192
 
 
 def default_overlap(tile: int) -> int:
-    """The overlap used unless asked: 128 px (at most half the tile)."""
+    """The overlap used unless asked: 192 px (at most half the tile)."""
     return min(DEFAULT_OVERLAP, int(tile) // 2)
 
 
@@ -46,15 +52,30 @@ class TileSettings:
     def choose(cls, inputs: "ModelInputs", *, on_cpu: bool, tile: int | None = None, overlap: int | None = None,
                batch: int | None = None) -> "TileSettings":
         """Checked settings for a model: defaults are :func:`default_tile`, :func:`default_overlap` (overlaps are
-        rounded up so that tiles step by multiples of 32, :func:`grid_stride`), and one tile per call on a CPU (batching does not speed up convolutions there but
-        multiplies activation memory) or up to 8 on a GPU; a clear error for anything the model cannot take."""
+        rounded up so that tiles step by multiples of 32, :func:`grid_stride`) and :meth:`default_batch`; a
+        warning when asked for another tile than the native one; a clear error for anything the model cannot take.
+        """
+        asked = tile
         tile = inputs.check_tile(default_tile(inputs) if tile is None else tile)
+        native, (lo, hi) = inputs.native_tile, inputs.tile_range
+        if asked is None and not lo <= native <= hi:
+            warnings.warn(f"tiling at {tile} px: the model's native tile {native} is outside the tile range "
+                          f"{lo}:{hi} it was exported with (re-export with a range that holds {native})",
+                          TileSizeWarning, stacklevel=3)
+        elif asked is not None and tile != native:
+            warnings.warn(f"tiling at {tile} px, not at the model's native tile {native} (what it was trained on)",
+                          TileSizeWarning, stacklevel=3)
         overlap = default_overlap(tile) if overlap is None else int(overlap)
         if not 0 <= overlap <= tile // 2:
             raise AsanetError(f"--overlap {overlap}: must be between 0 and half the tile ({tile // 2})")
-        lo, hi = inputs.batch_range
-        batch = max(lo, min(hi, 1 if on_cpu else 8)) if batch is None else inputs.check_batch(batch)
+        batch = cls.default_batch(inputs, on_cpu) if batch is None else inputs.check_batch(batch)
         return cls(tile, aligned_overlap(tile, overlap) if overlap else 0, batch)
+
+    @staticmethod
+    def default_batch(inputs: "ModelInputs", on_cpu: bool) -> int:
+        """One tile per call on a CPU, up to 8 on a GPU, within the model's batch range."""
+        lo, hi = inputs.batch_range
+        return max(lo, min(hi, 1 if on_cpu else 8))
 
 
 def grid_stride(tile: int, overlap: int) -> int:

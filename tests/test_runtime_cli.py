@@ -31,7 +31,7 @@ def test_classify_command(toy_model, tmp_path, capsys):
     assert main(args) == 2
     assert "lc.tif: exists; pass --overwrite" in capsys.readouterr().err
     assert out.read_bytes() == before
-    assert main(args + ["--overwrite", "--no-progress", "--json"]) == 0
+    assert main(args + ["--overwrite", "-q", "--json"]) == 0
     captured = capsys.readouterr()
     summary = json.loads(captured.out)
     assert summary["width"] == 224 and summary["tiles"] == 9 and summary["batch"] == 2

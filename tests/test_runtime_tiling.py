@@ -26,10 +26,10 @@ def test_origins_cover_the_scene_with_margin_on_the_32px_phase(length, tile, ove
         assert b - a == grid_stride(tile, overlap) and (tile - (b - a) >= overlap or tile == 32)  # 32: no room
 
 
-def test_overlap_is_rounded_up_to_a_32px_stride_and_defaults_to_128px():
+def test_overlap_is_rounded_up_to_a_32px_stride_and_defaults_to_192px():
     assert grid_stride(256, 48) == 192 and aligned_overlap(256, 48) == 64
     assert aligned_overlap(512, 64) == 64 and aligned_overlap(256, 0) == 0
-    assert default_overlap(512) == 128 and default_overlap(1024) == 128 and default_overlap(96) == 48
+    assert default_overlap(512) == 192 and default_overlap(1024) == 192 and default_overlap(96) == 48
 
 
 def test_small_scene_shrinks_the_tile():
