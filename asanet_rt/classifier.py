@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import threading
-import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,6 +13,12 @@ from .errors import AsanetError
 from .metadata import ModelInputs, ModelMetadata
 from .tiling import TileGrid, TileSettings, TileSizeWarning, pad_reflect, round_up  # noqa: F401 - re-exported
 from .tiling import default_tile as tiling_default_tile
+
+if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
+    from .scene_pipeline import SceneSummary
+
+#: Output names in the order of preference for blending: probabilities blend directly, logits via softmax.
+SCORE_OUTPUTS = ("probabilities", "logits", "classes")
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary

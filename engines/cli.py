@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from asanet_rt.cli_options import (add_backend_option, add_json_options, add_quiet_option, command, non_negative_int, parse_range,
+from asanet_rt.cli_options import (add_backend_option, add_engine_trust_option, add_json_options, add_quiet_option, command, non_negative_int, parse_range,
                                    positive_int)
 
 log = logging.getLogger(__name__)
@@ -61,23 +61,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ONNX: node counts by op type")
     q.add_argument("--extract-plan", metavar="PATH",
                    help="engine: also write the bare TensorRT engine to PATH (for trtexec, Polygraphy, Triton)")
-    from asanet_rt.cli_options import add_engine_trust_option
-
     add_engine_trust_option(q)
     q.set_defaults(func=_inspect)
 
-    d = subparsers.add_parser(
-        "doctor", help="check this machine for TensorRT engines: versions, GPU, a small plugin engine vs ONNX Runtime",
+    d = command(
+        subparsers, "doctor", help="check this machine for TensorRT engines: versions, GPU, a small plugin engine vs ONNX Runtime",
         description="Print TensorRT, CUDA driver, cuda-python, nvcc and GPU facts, build a small plugin-flavour "
                     "engine, run it against ONNX Runtime on the same inputs and report which ops ran as plugins, "
                     "DLA placement and a timing. Exits 1 and says what is missing when the machine cannot build "
                     "or run engines.")
     d.add_argument("--plugins", default="auto", choices=("auto", "aot", "v3", "none"),
                    help="plugin mode of the test engine (default auto)")
-    d.add_argument("--dla-core", type=int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
+    d.add_argument("--dla-core", type=non_negative_int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
     d.add_argument("--onnx", metavar="PATH", help="use this `--ops plugins` export instead of a small random model")
     d.add_argument("--keep", metavar="DIR", help="keep the test ONNX and engine in DIR")
-    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_options(d, "the report")
     d.set_defaults(func=_doctor)
 
 

@@ -64,7 +64,7 @@ def test_one_meaning_per_flag_name():
     ["classify", "o.tif", "s.tif", "-o", "x.tif", "--model", "m.onnx", "--sar-scal", "db:-25:0"],
     ["classify", "o.tif", "s.tif", "-o", "x.tif", "--model", "m.onnx", "--sar-band", "0"],
     ["classify", "o.tif", "s.tif", "-o", "x.tif", "--model", "m.onnx", "--optical-bands", "red,green,blue"],
-    ["classify", "o.tif", "s.tif", "-o", "x.tif", "--model", "m.onnx", "--backend", "torch"],
+    ["classify", "o.tif", "s.tif", "-o", "x.tif", "--model", "m.onnx", "--backend", "tflite"],
     ["batch", "m.csv", "-o", "out", "--model", "m.onnx", "--workers", "0"],
     ["export", "c.pth", "-o", "x.onnx", "--tile", "512:256"],
     ["export", "c.pth", "-o", "x.onnx", "--optical-bands", "3,2,1"],
