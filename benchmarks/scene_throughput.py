@@ -355,8 +355,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {width} x {height} px done in {result['seconds']:.1f} s", flush=True)
 
     header = (f"{'scene px':>11} {'tiles':>6} {'x model':>8} {'time s':>7} {'km2/s':>7} {'Mpx/s':>6} "
-              f"{'model-only/x':>13} {'outside %':>10} {'set-up s':>9} {'after set-up %':>15} {'RSS loaded':>11} {'stream peak':>12} {'cog peak':>9} "
-              f"{'peak MiB':>9}")
+              f"{'model-only/x':>13} {'outside %':>10} {'set-up s':>9} {'after set-up %':>15} {'RSS loaded':>11} "
+              f"{'stream peak':>12} {'cog peak':>9} {'peak MiB':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
