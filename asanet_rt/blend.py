@@ -22,6 +22,19 @@ class FinishedRows:
     scores: np.ndarray | None = None  # (K, h, W) float32 blended per-class scores, NaN where invalid (if kept)
 
 
+def _argmax_classes(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(argmax as uint8, max) over axis 0, class by class: ``np.argmax`` over the first axis of a (K, h, W) array
+    makes a reordered copy and an int64 result (~3x the band for K = 6); this needs one (h, W) float32 buffer.
+    Ties go to the lower class, as with ``np.argmax``."""
+    top = scores[0].copy()
+    classes = np.zeros(top.shape, np.uint8)
+    for k in range(1, scores.shape[0]):
+        better = scores[k] > top
+        classes[better] = k
+        np.maximum(top, scores[k], out=top)
+    return classes, top
+
+
 class RowBlender:
     """Blends the tiles of a :class:`TileGrid` band by band.
 
@@ -87,9 +100,9 @@ class RowBlender:
         valid = valid_band[self.top - y_band:end - y_band].copy()
         wsum = self.wsum[:n]
         valid &= wsum > 0
-        classes = self.acc[:, :n].argmax(axis=0).astype(np.uint8)
+        classes, top = _argmax_classes(self.acc[:, :n])
         with np.errstate(invalid="ignore", divide="ignore"):
-            confidence = self.acc[:, :n].max(axis=0) / wsum
+            confidence = np.divide(top, wsum, out=top)
         classes[~valid] = NODATA_CLASS
         confidence[~valid] = np.nan
         scores = None
@@ -100,7 +113,8 @@ class RowBlender:
         out = FinishedRows(self.top, classes, confidence.astype(np.float32, copy=False), valid, scores)
         # rows still shared with the next band move to the top of the buffers
         keep = self.grid.tile_h - n
-        self.acc[:, :keep] = self.acc[:, n:n + keep]
+        for plane in self.acc:  # class by class: numpy copies a self-overlapping assignment through a temporary
+            plane[:keep] = plane[n:n + keep]
         self.acc[:, keep:] = 0
         self.wsum[:keep] = self.wsum[n:n + keep]
         self.wsum[keep:] = 0

@@ -12,6 +12,13 @@ from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
 from .metadata import ModelInputs, ModelMetadata
 from .tiling import TileGrid, TileSettings, TileSizeWarning, pad_reflect, round_up  # noqa: F401 - re-exported
+from .tiling import default_tile as tiling_default_tile
+
+if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
+    from .scene_pipeline import SceneSummary
+
+#: Output names in the order of preference for blending: probabilities blend directly, logits via softmax.
+SCORE_OUTPUTS = ("probabilities", "logits", "classes")
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -97,8 +104,8 @@ class Classifier:
 
     @property
     def default_tile(self) -> int:
-        """The model's native tile, clipped to its exported range (a multiple of 32)."""
-        return self.inputs.default_tile
+        """The tile scenes are cut into unless asked (:func:`asanet_rt.tiling.default_tile`)."""
+        return tiling_default_tile(self.inputs)
 
     @property
     def on_cpu(self) -> bool:

@@ -32,9 +32,10 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     """Tiling, band and value options shared by ``classify`` and ``batch``; read back with ``scene_options``."""
     g = p.add_argument_group("tiling")
     g.add_argument("--tile", type=positive_int, default=None, metavar="PX",
-                   help="tile edge in px (default: the model's native tile; another size gives a warning)")
+                   help="tile edge in px (default: the model's native tile, at least 512; asking for another "
+                        "size than the native tile gives a warning)")
     g.add_argument("--overlap", type=non_negative_int, default=None, metavar="PX",
-                   help="overlap between tiles in px (default: tile / 4)")
+                   help="overlap between tiles in px, rounded up to a 32 px step (default: 192)")
     g.add_argument("--batch", type=positive_int, default=None, metavar="N",
                    help="tiles per inference call (default: up to 8)")
     g = p.add_argument_group("input bands and values")

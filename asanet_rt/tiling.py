@@ -19,9 +19,25 @@ class TileSizeWarning(UserWarning):
     """A scene is tiled at another size than the model's native tile (what it was trained on)."""
 
 
+#: Smallest default tile, px: each tile's pyramid pooling sees only that tile, so small tiles disagree where they
+#: meet (on the demo model, 128 px tiles leave seams at any overlap; 512 px tiles none; benchmarks/seams.py).
+MIN_DEFAULT_TILE = 512
+#: Default overlap, px: puts the blend crossover 96 px (three cells of ASANet's coarsest level) inside either tile,
+#: past the border effect: the smallest overlap that left no seams on every test scene and agreed with whole-image
+#: inference as well as 256 px did (benchmarks/seams.py; 128 px: a seam on one held-out scene, 0.9 point less
+#: agreement on the tuning scenes).
+DEFAULT_OVERLAP = 192
+
+
 def default_overlap(tile: int) -> int:
-    """The overlap used unless asked: a quarter tile."""
-    return int(tile) // 4
+    """The overlap used unless asked: 192 px (at most half the tile)."""
+    return min(DEFAULT_OVERLAP, int(tile) // 2)
+
+
+def default_tile(inputs: "ModelInputs") -> int:
+    """The tile used unless asked: the model's native tile, at least :data:`MIN_DEFAULT_TILE` where the export
+    allows it."""
+    return min(max(inputs.default_tile, MIN_DEFAULT_TILE), inputs.tile_range[1])
 
 
 @dataclass(frozen=True)
@@ -35,23 +51,25 @@ class TileSettings:
     @classmethod
     def choose(cls, inputs: "ModelInputs", *, on_cpu: bool, tile: int | None = None, overlap: int | None = None,
                batch: int | None = None) -> "TileSettings":
-        """Checked settings for a model: defaults are the native tile (clipped into the exported range),
-        :func:`default_overlap`, and one tile per call on a CPU (batching does not speed up convolutions there but
-        multiplies activation memory) or up to 8 on a GPU; a clear error for anything the model cannot take."""
-        asked, tile = tile, inputs.check_tile(tile)
+        """Checked settings for a model: defaults are :func:`default_tile`, :func:`default_overlap` (overlaps are
+        rounded up so that tiles step by multiples of 32, :func:`grid_stride`) and :meth:`default_batch`; a
+        warning when asked for another tile than the native one; a clear error for anything the model cannot take.
+        """
+        asked = tile
+        tile = inputs.check_tile(default_tile(inputs) if tile is None else tile)
         native, (lo, hi) = inputs.native_tile, inputs.tile_range
-        if tile != native and asked is None:
+        if asked is None and not lo <= native <= hi:
             warnings.warn(f"tiling at {tile} px: the model's native tile {native} is outside the tile range "
                           f"{lo}:{hi} it was exported with (re-export with a range that holds {native})",
                           TileSizeWarning, stacklevel=3)
-        elif tile != native:
+        elif asked is not None and tile != native:
             warnings.warn(f"tiling at {tile} px, not at the model's native tile {native} (what it was trained on)",
                           TileSizeWarning, stacklevel=3)
         overlap = default_overlap(tile) if overlap is None else int(overlap)
         if not 0 <= overlap <= tile // 2:
             raise AsanetError(f"--overlap {overlap}: must be between 0 and half the tile ({tile // 2})")
         batch = cls.default_batch(inputs, on_cpu) if batch is None else inputs.check_batch(batch)
-        return cls(tile, overlap, batch)
+        return cls(tile, aligned_overlap(tile, overlap) if overlap else 0, batch)
 
     @staticmethod
     def default_batch(inputs: "ModelInputs", on_cpu: bool) -> int:
@@ -60,28 +78,43 @@ class TileSettings:
         return max(lo, min(hi, 1 if on_cpu else 8))
 
 
-def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
-    """Tile origins along one axis of ``length`` px (may be negative: the scene edge is reflect-padded).
+def grid_stride(tile: int, overlap: int) -> int:
+    """Step between tile origins: ``tile - overlap`` rounded down to a multiple of 32 (at least 32).
 
-    The scene edge sits ``overlap // 2`` px inside the first and last tile, so edge pixels get context from the
-    reflected border instead of falling on a tile edge; the last tile is shifted to end exactly there.
+    Every tile then sees the scene on the same 32 px phase as its neighbours and as whole-image inference: ASANet
+    downsamples by 32, and a tile shifted by a non-multiple of 32 (even 8 px) predicts measurably differently, so
+    its overlap with a neighbour would disagree. The overlap actually used is ``tile - stride`` (>= ``overlap``).
+    """
+    return max(MULTIPLE, (int(tile) - int(overlap)) // MULTIPLE * MULTIPLE)
+
+
+def aligned_overlap(tile: int, overlap: int) -> int:
+    """The overlap a ``tile`` px grid uses when asked for ``overlap`` px (see :func:`grid_stride`)."""
+    return max(0, int(tile) - grid_stride(tile, overlap))
+
+
+def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis of ``length`` px, all multiples of 32 (negative ones: the scene edge is
+    reflect-padded).
+
+    The scene edge sits about half the overlap (rounded up to 32 px) inside the first and last tile, so edge
+    pixels get context from the reflected border instead of falling on a tile edge. Origins step by
+    :func:`grid_stride`; the last tile may reach further into the reflected border rather than break the phase.
     """
     if tile <= 0 or not 0 <= overlap < tile:
         raise AsanetError(f"overlap {overlap} must be >= 0 and smaller than the tile ({tile})")
-    margin = overlap // 2
-    span = length + 2 * margin
-    if span <= tile:
-        return [-((tile - length) // 2)]  # one tile, the scene centred in it
-    stride = tile - overlap
-    count = math.ceil((span - tile) / stride) + 1
-    origins = [-margin + i * stride for i in range(count - 1)]
-    origins.append(length + margin - tile)
-    return origins
+    stride = grid_stride(tile, overlap)
+    used = tile - stride
+    margin = min(round_up(used // 2), used) if used > 0 else 0
+    if length + 2 * margin <= tile:  # one tile, the scene about centred in it
+        return [-((tile - length) // 2 // MULTIPLE * MULTIPLE)]
+    count = math.ceil((length + 2 * margin - tile) / stride) + 1
+    return [-margin + i * stride for i in range(count)]
 
 
 def effective_tile(length: int, tile: int, overlap: int, tile_min: int) -> int:
     """Shrink ``tile`` to what a scene shorter than one tile needs (a multiple of 32, at least ``tile_min``)."""
-    needed = round_up(length + 2 * (overlap // 2))
+    needed = round_up(length + 2 * round_up(overlap // 2))
     return max(tile_min, min(tile, needed))
 
 
@@ -123,8 +156,8 @@ class TileGrid:
 
     def weights(self) -> np.ndarray:
         """The (tile_h, tile_w) float32 blending window of every tile."""
-        return blend_window(self.tile_h, self.tile_w, min(self.overlap, self.tile_h // 2),
-                            min(self.overlap, self.tile_w // 2))
+        return blend_window(self.tile_h, self.tile_w, aligned_overlap(self.tile_h, min(self.overlap, self.tile_h // 2)),
+                            aligned_overlap(self.tile_w, min(self.overlap, self.tile_w // 2)))
 
 
 def _ramp(size: int, overlap: int, floor: float) -> np.ndarray:

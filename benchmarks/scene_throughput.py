@@ -1,13 +1,19 @@
-"""Scene throughput vs model-only throughput, and peak memory, for growing scene sizes.
+"""Scene throughput (km2/s) vs model-only throughput, time outside the model, and peak memory per stage.
 
     python benchmarks/scene_throughput.py                       # the toy model, scenes 512^2 .. 4096^2
-    python benchmarks/scene_throughput.py --model m.onnx --sizes 1024,2048 --tile 512 --out bench.json
+    python benchmarks/scene_throughput.py --model m.onnx --sizes 1024,4096,8192x1024,1024x8192 --out bench.json
+    python benchmarks/scene_throughput.py --model m.onnx --backend openvino --ort-arena off ...
 
-Each scene runs in a fresh process so that its peak RSS is its own. The pipeline holds one row band of tiles at
-a time, so its memory does not grow with the scene's height; it grows with the width (one band of full-width
-rows: about (K + 5) x 4 bytes x tile x width) and up to GDAL's capped block cache (128 MiB). "model only" feeds
-ready-made tiles straight to the model: the gap to the scene rate is reading, warping, blending, writing and
-tile overlap.
+Each scene runs in a fresh process so that its peak RSS is its own. Reported per scene: km2/s (pixel area from
+the GeoTIFF transform; for a CRS in degrees, at the scene-centre latitude), the overlap factor (how many times
+each pixel goes through the model: tiles x tile area / scene area), model-only throughput divided by that factor
+(the best a scene can do), the time outside the model as % of wall (reading, warping, blending, writing, COG
+conversion: whatever the model does not overlap with; also without the one-off set-up before the first tile,
+where OpenVINO compiles the model for the tile shape), and RSS sampled every 5 ms: after loading the model, the
+peak while streaming tiles and the peak while converting to a COG. The pipeline holds one row band of tiles at a
+time, so memory grows with the scene width, never its height (compare 1024x8192 with 1024x1024).
+``--ort-arena``, ``--ort-mem-pattern``, ``--gdal-cache`` and ``--queue`` change one memory setting in the child
+to measure its effect.
 """
 from __future__ import annotations
 
@@ -25,6 +31,146 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
+
+
+def pixel_area_km2(path: str | os.PathLike) -> float:
+    """Area of one pixel of a GeoTIFF in km2: from its transform and CRS units; degrees at the centre latitude."""
+    import math
+
+    import rasterio
+
+    with rasterio.open(path) as src:
+        t, crs = src.transform, src.crs
+        det = abs(t.a * t.e - t.b * t.d)
+        if crs is None:
+            raise ValueError(f"{path}: no CRS, so no pixel area")
+        if crs.is_geographic:
+            lat = math.radians((src.bounds.top + src.bounds.bottom) / 2)
+            return det * (math.pi / 180 * EARTH_RADIUS_KM) ** 2 * math.cos(lat)
+        metres = crs.linear_units_factor[1]
+        return det * (metres / 1000.0) ** 2
+
+
+class RssSampler:
+    """VmRSS of this process every ``interval`` s in a thread; ``mark(name)`` starts a stage, ``peaks`` per stage."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        import threading
+
+        self.interval = interval
+        self.stage = "start"
+        self.peaks: dict[str, float] = {}
+        self.seconds: dict[str, float] = {}
+        self._since = time.perf_counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def rss_mb() -> float:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def _sample(self) -> None:
+        rss = self.rss_mb()
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0.0), rss)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            time.sleep(self.interval)
+
+    def mark(self, stage: str) -> None:
+        self._sample()
+        now = time.perf_counter()
+        self.seconds[self.stage] = round(self.seconds.get(self.stage, 0.0) + now - self._since, 3)
+        self._since = now
+        self.stage = stage
+        self._sample()
+
+    def stop(self) -> dict[str, float]:
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        return {k: round(v, 1) for k, v in self.peaks.items()}
+
+
+class TracePeak:
+    """tracemalloc (numpy buffers included) sampled every 0.2 s; the allocation sites at the largest total."""
+
+    def __init__(self) -> None:
+        import threading
+        import tracemalloc
+
+        tracemalloc.start(1)
+        self.best: tuple[int, object] = (0, None)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import tracemalloc
+
+        while not self._stop.wait(0.2):
+            current = tracemalloc.get_traced_memory()[0]
+            if current > self.best[0]:
+                self.best = (current, tracemalloc.take_snapshot())
+
+    def stop(self) -> dict:
+        import tracemalloc
+
+        self._stop.set()
+        self._thread.join()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        top = []
+        if self.best[1] is not None:
+            for stat in self.best[1].statistics("lineno")[:8]:  # type: ignore[attr-defined]
+                frame = stat.traceback[0]
+                top.append({"where": f"{Path(frame.filename).name}:{frame.lineno}", "mb": round(stat.size / 2**20, 1)})
+        return {"traced_peak_mb": round(peak / 2**20, 1), "traced_top_at_peak": top}
+
+
+def apply_memory_settings(args: argparse.Namespace) -> None:
+    """The child's memory knobs: ONNX Runtime arena and memory pattern, GDAL block cache, pipeline queue size."""
+    if args.gdal_cache is not None:
+        os.environ["GDAL_CACHEMAX"] = str(args.gdal_cache)
+    if args.queue is not None:
+        from asanet_rt import scene_pipeline
+
+        scene_pipeline.QUEUE_SIZE = args.queue
+    if args.ort_arena is None and args.ort_mem_pattern is None:
+        return
+    import onnxruntime as ort
+
+    session_class = ort.InferenceSession
+
+    class Session(session_class):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, opts: object = None, *a: object, **kw: object) -> None:
+            opts = opts or ort.SessionOptions()
+            if args.ort_arena is not None:
+                opts.enable_cpu_mem_arena = args.ort_arena == "on"
+            if args.ort_mem_pattern is not None:
+                opts.enable_mem_pattern = args.ort_mem_pattern == "on"
+            super().__init__(path, opts, *a, **kw)
+
+    ort.InferenceSession = Session
 
 
 def peak_rss_mb() -> float:
@@ -68,28 +214,66 @@ def write_scene(folder: Path, size: int, seed: int = 0, height: int | None = Non
 
 
 def child_scene(args: argparse.Namespace) -> dict:
-    """Classify one scene in this (fresh) process; report times and memory."""
+    """Classify one scene in this (fresh) process; report times and memory per stage."""
+    sampler = RssSampler()
+    apply_memory_settings(args)
+    from asanet_rt import scene_pipeline, sinks
     from asanet_rt.classifier import Classifier
 
+    stream, to_cog = scene_pipeline._stream, sinks.to_cog
+
+    def staged_stream(*a: object, **kw: object) -> object:
+        sampler.mark("stream")
+        try:
+            return stream(*a, **kw)
+        finally:
+            sampler.mark("after stream")
+
+    def staged_to_cog(*a: object, **kw: object) -> object:
+        sampler.mark("cog")
+        try:
+            return to_cog(*a, **kw)
+        finally:
+            sampler.mark("after cog")
+
+    scene_pipeline._stream, sinks.to_cog = staged_stream, staged_to_cog
+    traced = TracePeak() if args.tracemalloc else None
+    sampler.mark("imports")
     with Classifier.open(args.model, backend=args.backend) as clf:
-        rss_loaded = peak_rss_mb()
+        sampler.mark("open scene")
+        rss_loaded = RssSampler.rss_mb()
         t0 = time.perf_counter()
         summary = clf.classify_scene(args.optical, args.sar, args.output, tile=args.tile, overlap=args.overlap,
                                      batch=args.batch, overwrite=True)
         seconds = time.perf_counter() - t0
+        sampler.mark("done")
+    peaks = sampler.stop()
+    extra = traced.stop() if traced else {}
+    px = summary.width * summary.height
+    km2 = px * pixel_area_km2(args.optical)
+    factor = summary.tiles * summary.tile[0] * summary.tile[1] / px
     return {"width": summary.width, "height": summary.height, "tiles": summary.tiles, "tile": summary.tile,
             "overlap": summary.overlap, "batch": summary.batch, "seconds": seconds,
-            "model_seconds": summary.model_seconds, "scene_mpx_s": summary.width * summary.height / 1e6 / seconds,
-            "rss_loaded_mb": rss_loaded, "rss_peak_mb": peak_rss_mb()}
+            "model_seconds": summary.model_seconds, "scene_mpx_s": px / 1e6 / seconds,
+            "km2": km2, "km2_s": km2 / seconds, "overlap_factor": factor,
+            "outside_model_pct": 100.0 * (seconds - summary.model_seconds) / seconds,
+            # one-off work before the first tile: opening the rasters, the backend's set-up for the tile shape
+            "setup_seconds": sampler.seconds.get("open scene", 0.0),
+            "outside_model_after_setup_pct": 100.0 * (seconds - sampler.seconds.get("open scene", 0.0)
+                                                      - summary.model_seconds)
+            / max(seconds - sampler.seconds.get("open scene", 0.0), 1e-9),
+            "rss_loaded_mb": rss_loaded, "rss_peak_mb": peak_rss_mb(), "rss_stage_peak_mb": peaks,
+            "stage_seconds": sampler.seconds, **extra}
 
 
 def child_model_only(args: argparse.Namespace) -> dict:
     """Model-only throughput: random tiles of the scene's tile size, batch after batch, nothing else."""
+    apply_memory_settings(args)
     from asanet_rt.classifier import Classifier
 
     with Classifier.open(args.model, backend=args.backend) as clf:
-        tile = clf.check_tile(args.tile)
-        batch = args.batch or clf.default_batch
+        plan = clf.tile_settings(args.tile, args.overlap, args.batch)
+        tile, batch = plan.tile, plan.batch
         rng = np.random.default_rng(0)
         opt = rng.integers(0, 256, (batch, 3, tile, tile)).astype(np.float32)
         sar = rng.integers(0, 256, (batch, 1, tile, tile)).astype(np.float32)
@@ -100,17 +284,21 @@ def child_model_only(args: argparse.Namespace) -> dict:
             runs += 1
         seconds = time.perf_counter() - t0
     return {"tile": tile, "batch": batch, "runs": runs, "tiles_s": runs * batch / seconds,
-            "model_mpx_s": runs * batch * tile * tile / 1e6 / seconds}
+            "model_mpx_s": runs * batch * tile * tile / 1e6 / seconds, "rss_peak_mb": peak_rss_mb()}
 
 
 def run_child(mode: str, args: argparse.Namespace, **extra: str) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--model", str(args.model), "--backend", args.backend,
            "--min-seconds", str(args.min_seconds)]
-    for name in ("tile", "overlap", "batch"):
+    for name in ("tile", "overlap", "batch", "ort_arena", "ort_mem_pattern", "gdal_cache", "queue"):
+        if name == "tracemalloc":
+            continue
         if getattr(args, name) is not None:
-            cmd += [f"--{name}", str(getattr(args, name))]
+            cmd += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
     for key, value in extra.items():
         cmd += [f"--{key}", value]
+    if args.tracemalloc and mode == "scene":
+        cmd.append("--tracemalloc")
     done = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -126,6 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--overlap", type=int, default=None)
     p.add_argument("--batch", type=int, default=None)
     p.add_argument("--min-seconds", type=float, default=2.0, help="model-only run length")
+    p.add_argument("--ort-arena", choices=("on", "off"), default=None, help="ONNX Runtime enable_cpu_mem_arena")
+    p.add_argument("--ort-mem-pattern", choices=("on", "off"), default=None, help="ONNX Runtime enable_mem_pattern")
+    p.add_argument("--gdal-cache", type=int, default=None, help="GDAL_CACHEMAX in MB for the run")
+    p.add_argument("--queue", type=int, default=None, help="batches waiting between two pipeline stages")
+    p.add_argument("--tracemalloc", action="store_true", help="report Python/numpy allocation sites at the peak")
     p.add_argument("--out", type=Path, default=Path("scene_throughput.json"), help="JSON results")
     p.add_argument("--child", choices=("scene", "model"), help=argparse.SUPPRESS)
     p.add_argument("--optical", help=argparse.SUPPRESS)
@@ -155,23 +348,29 @@ def main(argv: list[str] | None = None) -> int:
             out = folder / f"lc_{width}x{height}.tif"
             result = run_child("scene", args, optical=str(opt), sar=str(sar), output=str(out))
             result["efficiency"] = result["scene_mpx_s"] / model_only["model_mpx_s"]
+            result["model_only_per_factor_mpx_s"] = model_only["model_mpx_s"] / result["overlap_factor"]
             rows.append(result)
             for path in (opt, sar, out):
                 path.unlink()
             print(f"  {width} x {height} px done in {result['seconds']:.1f} s", flush=True)
 
-    header = (f"{'scene px':>11} {'tiles':>6} {'time s':>8} {'scene Mpx/s':>12} {'model s':>8} "
-              f"{'model-only Mpx/s':>17} {'scene/model':>12} {'RSS loaded MiB':>15} {'peak RSS MiB':>13} "
-              f"{'pipeline MiB':>13}")
+    header = (f"{'scene px':>11} {'tiles':>6} {'x model':>8} {'time s':>7} {'km2/s':>7} {'Mpx/s':>6} "
+              f"{'model-only/x':>13} {'outside %':>10} {'set-up s':>9} {'after set-up %':>15} {'RSS loaded':>11} "
+              f"{'stream peak':>12} {'cog peak':>9} {'peak MiB':>9}")
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['width']:>5} x {r['height']:<5} {r['tiles']:>6} {r['seconds']:>8.2f} {r['scene_mpx_s']:>12.2f} "
-              f"{r['model_seconds']:>8.2f} {model_only['model_mpx_s']:>17.2f} {r['efficiency']:>12.2f} "
-              f"{r['rss_loaded_mb']:>15.0f} {r['rss_peak_mb']:>13.0f} "
-              f"{r['rss_peak_mb'] - r['rss_loaded_mb']:>13.0f}")
+        stages = r["rss_stage_peak_mb"]
+        print(f"{r['width']:>5} x {r['height']:<5} {r['tiles']:>6} {r['overlap_factor']:>8.2f} {r['seconds']:>7.2f} "
+              f"{r['km2_s']:>7.2f} {r['scene_mpx_s']:>6.2f} {r['model_only_per_factor_mpx_s']:>13.2f} "
+              f"{r['outside_model_pct']:>10.1f} {r['setup_seconds']:>9.2f} {r['outside_model_after_setup_pct']:>15.1f} "
+              f"{r['rss_loaded_mb']:>11.0f} {stages.get('stream', 0):>12.0f} "
+              f"{stages.get('cog', 0):>9.0f} {r['rss_peak_mb']:>9.0f}")
+    settings = {k: getattr(args, k) for k in ("ort_arena", "ort_mem_pattern", "gdal_cache", "queue")}
     report = {"model": str(args.model), "backend": args.backend, "machine": platform.machine(),
-              "cpus": os.cpu_count(), "model_only": model_only, "scenes": rows}
+              "cpu": cpu_name(), "cpus": os.cpu_count(),
+              "date": time.strftime("%Y-%m-%d", time.gmtime()), "settings": settings, "model_only": model_only,
+              "scenes": rows}
     args.out.write_text(json.dumps(report, indent=2))
     print(f"saved {args.out}")
     return 0

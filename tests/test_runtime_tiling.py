@@ -6,18 +6,30 @@ import pytest
 
 from asanet_rt.blend import NODATA_CLASS, RowBlender
 from asanet_rt.errors import AsanetError
-from asanet_rt.tiling import WEIGHT_FLOOR, TileGrid, axis_origins, blend_window, pad_reflect
+from asanet_rt.tiling import (WEIGHT_FLOOR, TileGrid, aligned_overlap, axis_origins, blend_window, default_overlap,
+                               grid_stride, pad_reflect)
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 64), (257, 256, 64), (100, 256, 64), (80, 128, 64),
-                                                 (31, 32, 0), (5000, 512, 128), (96, 32, 16)])
-def test_origins_cover_the_scene_with_margin(length, tile, overlap):
+                                                 (31, 32, 0), (5000, 512, 128), (96, 32, 16), (1000, 256, 48),
+                                                 (999, 512, 96), (1001, 256, 16)])
+def test_origins_cover_the_scene_with_margin_on_the_32px_phase(length, tile, overlap):
     ys = axis_origins(length, tile, overlap)
     assert ys == sorted(set(ys))
-    assert ys[0] <= -(overlap // 2) or len(ys) == 1 and ys[0] <= 0
-    assert ys[-1] + tile >= length + overlap // 2
+    # every tile on the same 32 px phase as whole-image inference, including the last one
+    assert all(y % 32 == 0 for y in ys)
+    used = aligned_overlap(tile, overlap)
+    assert ys[0] <= -(used // 2) or len(ys) == 1 and ys[0] <= 0
+    assert ys[-1] + tile >= length + used // 2
+    assert all(y + tile > 0 and y < length for y in ys)  # no tile of padding only
     for a, b in zip(ys, ys[1:]):
-        assert b - a <= tile - overlap  # neighbours overlap by at least ``overlap``
+        assert b - a == grid_stride(tile, overlap) and (tile - (b - a) >= overlap or tile == 32)  # 32: no room
+
+
+def test_overlap_is_rounded_up_to_a_32px_stride_and_defaults_to_192px():
+    assert grid_stride(256, 48) == 192 and aligned_overlap(256, 48) == 64
+    assert aligned_overlap(512, 64) == 64 and aligned_overlap(256, 0) == 0
+    assert default_overlap(512) == 192 and default_overlap(1024) == 192 and default_overlap(96) == 48
 
 
 def test_small_scene_shrinks_the_tile():
@@ -67,3 +79,28 @@ def test_row_blender_reproduces_constant_scores_and_marks_nodata():
     assert (classes[:, 5:] == 2).all() and (classes[:, :5] == NODATA_CLASS).all()
     np.testing.assert_allclose(conf[:, 5:], 0.7, atol=1e-6)
     assert np.isnan(conf[:, :5]).all()
+
+
+@pytest.mark.parametrize("h,w,tile,overlap", [(1000, 777, 256, 64), (300, 1300, 512, 128), (300, 300, 128, 48)])
+def test_row_blender_equals_a_whole_scene_weighted_mean(h, w, tile, overlap):
+    # band-by-band accumulation, buffer shifts included, gives the plain weighted mean of every tile
+    rng = np.random.default_rng(0)
+    grid, k = TileGrid.plan(h, w, tile, overlap, 32), 4
+    scores = {(r, c): rng.random((k, grid.tile_h, grid.tile_w)).astype(np.float32)
+              for r in range(grid.rows) for c in range(grid.cols)}
+    wt = grid.weights()
+    acc, wsum = np.zeros((k, h, w)), np.zeros((h, w))
+    for (r, c), s in scores.items():
+        y, x = grid.ys[r], grid.xs[c]
+        y0, y1, x0, x1 = max(y, 0), min(y + grid.tile_h, h), max(x, 0), min(x + grid.tile_w, w)
+        acc[:, y0:y1, x0:x1] += s[:, y0 - y:y1 - y, x0 - x:x1 - x] * wt[y0 - y:y1 - y, x0 - x:x1 - x]
+        wsum[y0:y1, x0:x1] += wt[y0 - y:y1 - y, x0 - x:x1 - x]
+    blender, out = RowBlender(grid, k, keep_scores=True), []
+    for r, y in enumerate(grid.ys):
+        y0, y1 = max(0, y), min(h, y + grid.tile_h)
+        out += blender.start_band(r, y0, np.ones((y1 - y0, w), bool), grid.cols)
+        for c in range(grid.cols):
+            out += blender.add(r, c, scores[(r, c)])
+    np.testing.assert_array_equal(np.concatenate([o.classes for o in out]), acc.argmax(0))
+    np.testing.assert_allclose(np.concatenate([o.scores for o in out], axis=1), acc / wsum, atol=1e-6)
+    np.testing.assert_allclose(np.concatenate([o.confidence for o in out]), (acc / wsum).max(0), atol=1e-6)
