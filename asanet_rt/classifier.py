@@ -229,8 +229,8 @@ class Classifier:
         return np.stack([self._tiled_scores(opt[i], sar[i], plan.tile, plan.overlap) for i in range(n)])
 
     def check_tile(self, tile: int | None) -> int:
-        """``tile`` (default: the model's) checked against the model's range; a clear error otherwise."""
-        return self.inputs.check_tile(tile)
+        """``tile`` (default: :attr:`default_tile`) checked against the model's range; a clear error otherwise."""
+        return self.inputs.check_tile(self.default_tile if tile is None else tile)
 
     def _tiled_scores(self, opt: np.ndarray, sar: np.ndarray, tile: int, overlap: int) -> np.ndarray:
         """One large in-memory image, tiled with overlap and blended by the same blender as scenes."""

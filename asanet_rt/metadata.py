@@ -312,8 +312,9 @@ class ModelInputs:
                    precision=str(export.get("precision", "fp32")))
 
     @property
-    def default_tile(self) -> int:
-        """The native tile clipped into the exported range: the tile a scene is cut into unless asked."""
+    def native_in_range(self) -> int:
+        """The native tile clipped into the exported range (scenes use ``tiling.default_tile``, which builds on
+        it)."""
         lo, hi = self.tile_range
         return min(max(self.native_tile, lo), hi)
 
@@ -334,10 +335,8 @@ class ModelInputs:
                     f"(multiples of {TILE_MULTIPLE})")
         return None
 
-    def check_tile(self, tile: int | None, option: str = "--tile") -> int:
-        """``tile`` (default: :attr:`default_tile`) checked against the range; a clear error otherwise."""
-        if tile is None:
-            return self.default_tile
+    def check_tile(self, tile: int, option: str = "--tile") -> int:
+        """``tile`` checked against the range; a clear error otherwise."""
         if not self.accepts_tile(int(tile)):
             lo, hi = self.tile_range
             raise MetadataError(f"{option} {tile}: the model takes tiles of {lo} to {hi} px in steps of "

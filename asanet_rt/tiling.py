@@ -37,7 +37,7 @@ def default_overlap(tile: int) -> int:
 def default_tile(inputs: "ModelInputs") -> int:
     """The tile used unless asked: the model's native tile, at least :data:`MIN_DEFAULT_TILE` where the export
     allows it."""
-    return min(max(inputs.default_tile, MIN_DEFAULT_TILE), inputs.tile_range[1])
+    return min(max(inputs.native_in_range, MIN_DEFAULT_TILE), inputs.tile_range[1])
 
 
 @dataclass(frozen=True)

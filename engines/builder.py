@@ -23,6 +23,7 @@ from asanet_rt.metadata import TILE_MULTIPLE as _TILE_MULTIPLE
 from asanet_rt.metadata import ModelMetadata, round_up
 from asanet_rt.model_files import check_onnx_file
 from asanet_rt.preflight import check_outputs
+from asanet_rt.tiling import default_tile
 from asanet_rt.onnx_info import ASANET_DOMAIN, OnnxInfo, read_onnx_info
 
 from .backend import TrtBackend, dtype_name, load_backend
@@ -37,7 +38,8 @@ Range = tuple[int, int, int]
 # Profiles
 # ------------------------------------------------------------------------------------------------------------
 def default_ranges(meta: ModelMetadata | None) -> tuple[Range, Range]:
-    """(batch, tile) min/opt/max from the export metadata: opt batch = max batch, opt tile = the native tile.
+    """(batch, tile) min/opt/max from the export metadata: opt batch = max batch, opt tile = the tile scenes are
+    cut into by default (``tiling.default_tile``).
 
     Opt batch is the maximum because the scene pipeline fills batches; only a scene's last batch is smaller.
     """
@@ -45,7 +47,7 @@ def default_ranges(meta: ModelMetadata | None) -> tuple[Range, Range]:
         return (1, 1, 1), (512, 512, 512)
     inputs = meta.inputs
     (bmin, bmax), (tmin, tmax) = inputs.batch_range, inputs.tile_range
-    return (bmin, bmax, bmax), (tmin, inputs.default_tile, tmax)
+    return (bmin, bmax, bmax), (tmin, default_tile(inputs), tmax)
 
 
 def _check_range(kind: str, values: Sequence[int], onnx_path: Path) -> Range:
@@ -644,7 +646,7 @@ def check_dla_version(backend: TrtBackend) -> None:
 def static_dla_profiles(profiles: Sequence[Mapping[str, Any]] | None, meta: ModelMetadata | None,
                         onnx_path: Path) -> list[dict[str, Any]]:
     """DLA runs static shapes only (a dynamic profile sends every layer to the GPU): each profile must have
-    min = opt = max. Without ``--batch``/``--tile`` the export's opt batch and the native tile are used."""
+    min = opt = max. Without ``--batch``/``--tile`` the export's opt batch and the default scene tile are used."""
     batch0, tile0 = default_ranges(meta)
     static = []
     for spec in profiles or [{}]:

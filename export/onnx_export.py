@@ -93,7 +93,7 @@ class ExportOptions:
         return tuple(self.optical_bands) if self.optical_bands else tuple(meta.optical_channels)
 
     def inputs(self, meta: ModelMetadata) -> ModelInputs:
-        """What the exported file will accept (the runtime's typed view), e.g. its ``default_tile``."""
+        """What the exported file will accept (the runtime's typed view), e.g. its ``native_in_range``."""
         return meta.with_export(input=self.input, optical_bands=list(self.resolved_bands(meta)),
                                 outputs=list(self.outputs), tile=list(self.tile), batch=list(self.batch)).inputs
 
@@ -143,7 +143,7 @@ def trace_to_onnx(model: ASANetSegmentor, meta: ModelMetadata, options: ExportOp
     """Trace the wrapped network into an in-memory ONNX model (float32, portable or plugin flavour)."""
     options = options.for_model(meta, warn=False)
     wrapper = ExportableASANet(model, meta, options)
-    size = options.inputs(meta).default_tile
+    size = options.inputs(meta).native_in_range
     sar_channels = 1 if wrapper.raw else 3
     example = (torch.rand(options.batch[0], 3, size, size) * 255, torch.rand(options.batch[0], sar_channels, size,
                                                                              size) * 255)

@@ -113,7 +113,7 @@ def model_inputs(tiles: Sequence[Tile], meta: ModelMetadata, options: ExportOpti
 
 def _tiles(sources: Sequence[str] | None, meta: ModelMetadata, options: ExportOptions, precision: PrecisionOptions,
            count: int, labelled: bool = False) -> list[Tile]:
-    edge = precision.calib_tile or options.inputs(meta).default_tile
+    edge = precision.calib_tile or options.inputs(meta).native_in_range
     bands = options.resolved_bands(meta)
     tiles = read_tiles(sources, bands, edge, count, precision.scaling,
                        num_classes=meta.num_classes if labelled else None)
@@ -146,7 +146,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     elif calib:
         eval_tiles, source = calib, "calibration tiles (--calib; not held out)"
     else:
-        edge = precision.calib_tile or options.inputs(meta).default_tile
+        edge = precision.calib_tile or options.inputs(meta).native_in_range
         eval_tiles = model_inputs(synthetic_tiles(SYNTHETIC_TILES, edge), meta, options)
         source = "synthetic smooth images (no --calib or --labels given)"
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..errors import AsanetError
 from ..metadata import METADATA_KEY, MetadataError, ModelMetadata
+from ..tiling import default_tile
 from .base import ComputeFn, Runner
 from .cpu import physical_cores, release_freed_memory
 
@@ -105,7 +106,8 @@ class OnnxRuntimeRunner(Runner):
             cuda[1].update(extra)
             return [cuda]
         inputs = meta.inputs
-        (bmin, bmax), (tmin, tmax), topt = inputs.batch_range, inputs.tile_range, inputs.default_tile
+        # the preferred shape is the tile scenes are cut into by default
+        (bmin, bmax), (tmin, tmax), topt = inputs.batch_range, inputs.tile_range, default_tile(inputs)
 
         def shapes(n: int, t: int) -> str:
             return f"optical:{n}x3x{t}x{t},sar:{n}x1x{t}x{t}"
