@@ -38,6 +38,7 @@ from onnx import numpy_helper
 from asanet_rt.errors import AsanetError
 
 from .calibration import CalibrationResult, Tile, collect_ranges, make_session
+from .graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form
 from .graph_utils import add_outputs, constant_names, copy_model, is_pooled, logits_tensor, name_nodes, value_types
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,8 @@ def node_roles(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     consts = constant_names(model)
     roles = {}
     for node in model.graph.node:
-        if node.op_type not in QUANTIZED_OP_TYPES:
-            continue
+        if node.op_type not in QUANTIZED_OP_TYPES or node.name.endswith(GRN_SUM_OF_SQUARES):
+            continue  # GRN's sum of squares is a reduction written as a product: never a quantisation candidate
         if node.op_type == "MatMul" and not any(i in consts for i in node.input):
             roles[node.name] = ("float", "pooling-matrix product (activation x activation): exact averaging, "
                                          "negligible compute")
@@ -178,6 +179,7 @@ def quantize(model: onnx.ModelProto, calibration: CalibrationResult, target: str
         # TensorRT's placement: Q/DQ on the inputs of weighted layers only; it picks INT8 outputs itself where
         # the consumer is INT8. ORT's CPU kernels need the output Q to fuse DQ -> Conv -> Q into QLinearConv.
         extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OP_TYPES)
+    exclude = [*exclude, *(n.name for n in model.graph.node if n.name.endswith(GRN_SUM_OF_SQUARES))]
     with tempfile.TemporaryDirectory(prefix="asanet_int8_") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(calibration.tensors_data(), cache)
@@ -412,6 +414,11 @@ def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, met
         raise AsanetError(f"--int8-target {target!r}: choose one of {', '.join(INT8_TARGETS)}")
     keep_fp = parse_keep_fp(keep_fp) if not isinstance(keep_fp, tuple) else keep_fp
     portable = name_nodes(copy_model(portable))
+    plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
+    if target == "cpu" and not plugin_graph:
+        # ONNX Runtime's form of the float work between quantised convolutions (graph_cpu); calibration, the
+        # sensitivity pass and the quantiser all see the rewritten graph. The plugin flavour keeps its fused ops.
+        portable = cpu_int8_form(portable)
     roles = node_roles(portable)
     default_kept = [KeptLayer(n, reason) for n, (role, reason) in roles.items() if role == "float"]
     candidates = [n for n, (role, _) in roles.items() if role == "quantize"]
@@ -420,7 +427,6 @@ def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, met
     calibration = share_stacked_ranges(portable, collect_ranges(portable, tiles, tensors, method, symmetric))
 
     sensitivity: list[dict] = []
-    plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
     target_graph = name_nodes(copy_model(artifact)) if plugin_graph else portable
     conv_map = match_convs(portable, target_graph) if plugin_graph else {}
     back_map = {old: new for new, olds in conv_map.items() for old in olds}
