@@ -32,6 +32,7 @@ setup(
     packages=[
         "asanet_rt",
         "asanet_rt.backends",
+        "asanet_rt.bench",
         "asanet_rt.export",
         "asanet_rt.engines",
         "asanet_rt.engines.plugins",

@@ -23,6 +23,8 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 from ._version import __version__
 from .errors import AsanetError
 from .io_utils import atomic_output, sha256_file
+from .output_names import check_output_name
+from .sinks import default_outputs
 
 #: Folder (inside OUTDIR) of the done-records.
 DONE_DIR = ".done"
@@ -100,13 +102,13 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
         if not optical or not sar:
             raise AsanetError(f"{where}: needs both an optical and a sar path")
         name = str(row.get("output") or "").strip() or _stem(optical) + OUTPUT_SUFFIX
-        if "/" in name or "\\" in name or name in (".", "..") or name.startswith("."):
-            raise AsanetError(f"{where}: output {name!r} must be a plain file name (it is written inside OUTDIR)")
+        inputs = (_resolve(optical, base), _resolve(sar, base))
+        check_output_name(name, where, outdir, inputs)
         if name in seen:
             raise AsanetError(f"{where}: output name {name!r} is also the output of {manifest}: {seen[name]}; "
                               f"give the scenes distinct output names")
         seen[name] = line
-        jobs.append(Job(name, _resolve(optical, base), _resolve(sar, base), str(outdir / name)))
+        jobs.append(Job(name, *inputs, str(outdir / name)))
     return jobs
 
 
@@ -229,8 +231,10 @@ class SceneWorker:
         _remove_partials(output)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            summary = self.classifier.classify_scene(job.optical, job.sar, output, overwrite=True, progress=False,
-                                                     **self.options)
+            options = dict(self.options)
+            outputs = default_outputs(output, sidecars=options.pop("sidecars", True))
+            summary = self.classifier.classify_scene(job.optical, job.sar, outputs=outputs, overwrite=True,
+                                                     progress=False, **options)
         messages = list(dict.fromkeys(list(summary.warnings) + [str(w.message) for w in caught]))
         data = asdict(summary)
         data["megapixels_per_second"] = summary.megapixels_per_second
@@ -275,10 +279,9 @@ class BatchConfig:
 
 def is_engine(model: str, backend: str) -> bool:
     """Whether the model needs a GPU (a TensorRT engine or a CUDA/TensorRT ONNX Runtime provider)."""
-    from .backends import ENGINE_BACKENDS, ENGINE_SUFFIXES
+    from .backends import resolve
 
-    return model.lower().endswith(ENGINE_SUFFIXES) or backend in ENGINE_BACKENDS or \
-        backend in ("onnxruntime-cuda", "onnxruntime-tensorrt")
+    return resolve(model, backend).device == "gpu"
 
 
 def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: BatchConfig,
@@ -325,9 +328,13 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
 
 
 def _runner_options(config: BatchConfig, threads: int | None) -> dict[str, Any]:
-    # intra-op threads are an ONNX Runtime setting; engines schedule on the GPU
-    return {"threads": threads} if threads and not config.model.lower().endswith((".engine", ".plan", ".trt")) \
-        else {}
+    """Runner options: ``threads`` asked for explicitly always go (the registry refuses them where they do not
+    apply); a per-worker default only to backends that take threads (engines schedule on the GPU)."""
+    from .backends import resolve
+
+    if config.threads or (threads and "threads" in resolve(config.model, config.backend).options):
+        return {"threads": threads}
+    return {}
 
 
 def _run_sequential(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfig,

@@ -5,8 +5,8 @@ import argparse
 import json
 import sys
 
-from .backends import BACKENDS
-from .runtime_cli import add_scene_options, scene_options
+from .backends import backend_help
+from .runtime_cli import add_scene_options, backend_arg, scene_options
 
 _EPILOG = """\
 manifest (CSV with a header, or a JSON list of objects); relative paths resolve against the manifest's folder,
@@ -33,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", help="CSV (optical,sar[,output] header) or JSON list of objects")
     p.add_argument("-o", "--outdir", required=True, help="output folder (created if missing)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
+    p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
     p.add_argument("--device", type=int, default=0, help="GPU index without Ray (with Ray, each actor gets its own)")
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads per worker (default: all cores in-process, else "

@@ -105,8 +105,10 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sar-scale", default="auto", help="runtime scaling spec (auto, none, db:-25:0 ...)")
     p.add_argument("--sar-band", type=int, default=1, help="SAR band number (default 1)")
     p.add_argument("--ignore-index", type=int, default=255, help="label value that is not scored (default 255)")
-    p.add_argument("--label-map", choices=("identity", "whu", "reduce-zero"),
-                   help="label values -> classes (default: whu for WHU-OPT-SAR, identity otherwise)")
+    p.add_argument("--label-map", metavar="MAP",
+                   help="label values -> classes: identity, whu, reduce-zero, VALUE:CLASS pairs (1:0,2:1,...; "
+                        "CLASS may be 'ignore') or a file of pairs (.json, or two columns); values an explicit "
+                        "map leaves out are not scored (default: whu for WHU-OPT-SAR, identity otherwise)")
     p.add_argument("--limit", type=int, help="score only the first N images (a quick check)")
     p.add_argument("--json", metavar="PATH", help="write metrics and confusion matrix as JSON")
     p.add_argument("--plot", metavar="PATH", help="write the confusion matrix as a PNG (matplotlib)")

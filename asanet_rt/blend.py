@@ -19,6 +19,7 @@ class FinishedRows:
     classes: np.ndarray  # (h, W) uint8, NODATA_CLASS where invalid
     confidence: np.ndarray  # (h, W) float32, NaN where invalid
     valid: np.ndarray  # (h, W) bool
+    scores: np.ndarray | None = None  # (K, h, W) float32 blended per-class scores, NaN where invalid (if kept)
 
 
 class RowBlender:
@@ -27,10 +28,13 @@ class RowBlender:
     Feed it ``start_band`` (rows' validity and how many tiles to expect) and ``add`` (tile scores) in grid order;
     each call returns the rows it finished. Tiles skipped for lack of data are simply never added. The buffers
     hold one tile height of full-width rows: memory grows with the scene width, never its height.
+    ``keep_scores`` also hands back the blended per-class scores (for probability outputs and in-memory
+    prediction); otherwise only classes and confidence.
     """
 
-    def __init__(self, grid: TileGrid, num_classes: int) -> None:
+    def __init__(self, grid: TileGrid, num_classes: int, keep_scores: bool = False) -> None:
         self.grid = grid
+        self.keep_scores = keep_scores
         self.weights = grid.weights()
         self.acc = np.zeros((num_classes, grid.tile_h, grid.width), np.float32)
         self.wsum = np.zeros((grid.tile_h, grid.width), np.float32)
@@ -88,7 +92,12 @@ class RowBlender:
             confidence = self.acc[:, :n].max(axis=0) / wsum
         classes[~valid] = NODATA_CLASS
         confidence[~valid] = np.nan
-        out = FinishedRows(self.top, classes, confidence.astype(np.float32, copy=False), valid)
+        scores = None
+        if self.keep_scores:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                scores = self.acc[:, :n] / wsum
+            scores[:, ~valid] = np.nan
+        out = FinishedRows(self.top, classes, confidence.astype(np.float32, copy=False), valid, scores)
         # rows still shared with the next band move to the top of the buffers
         keep = self.grid.tile_h - n
         self.acc[:, :keep] = self.acc[:, n:n + keep]

@@ -7,10 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .backends import Runner, open_runner
+from .backends import Runner, model_feed, open_runner
+from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
-from .metadata import ModelMetadata
-from .tiling import MULTIPLE, TileGrid, pad_reflect, round_up
+from .metadata import ModelInputs, ModelMetadata
+from .tiling import TileGrid, TileSettings, pad_reflect, round_up
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -39,22 +40,37 @@ class Classifier:
     def __init__(self, runner: Runner) -> None:
         self.runner = runner
         self.metadata: ModelMetadata = runner.metadata
-        export = dict(self.metadata.export or {})
-        if not export:
-            raise AsanetError(f"{runner.path}: the model's metadata has no export section (tile and batch "
-                              f"ranges, outputs); export it with `asanet-rt export`")
         self.path = runner.path
-        self.input_kind = str(export.get("input", "raw"))
-        #: names of the optical input's channels, in the order the model takes them
-        self.optical_bands: tuple[str, ...] = tuple(export.get("optical_bands") or self.metadata.optical_channels)
-        self.tile_range: tuple[int, int] = tuple(int(v) for v in export.get("tile", (MULTIPLE, 4096)))
-        self.batch_range: tuple[int, int] = tuple(int(v) for v in export.get("batch", (1, 1)))
+        #: what the model file accepts: tile and batch ranges, band order, input kind (read once)
+        self.inputs: ModelInputs = runner.inputs
         outputs = tuple(runner.output_names)
         self.score_output = next((name for name in SCORE_OUTPUTS if name in outputs), None)
         if self.score_output is None:
             raise AsanetError(f"{runner.path}: model outputs {', '.join(outputs)}; the runtime needs one of "
                               f"{', '.join(SCORE_OUTPUTS)}")
         self._lock = threading.Lock()
+
+    @property
+    def backend(self) -> str:
+        """The registry name of the backend running the model."""
+        return self.runner.backend
+
+    @property
+    def input_kind(self) -> str:
+        return self.inputs.kind
+
+    @property
+    def optical_bands(self) -> tuple[str, ...]:
+        """Names of the optical input's channels, in the order the model takes them."""
+        return self.inputs.optical_bands
+
+    @property
+    def tile_range(self) -> tuple[int, int]:
+        return self.inputs.tile_range
+
+    @property
+    def batch_range(self) -> tuple[int, int]:
+        return self.inputs.batch_range
 
     @classmethod
     def open(cls, path: str | os.PathLike, backend: str = "auto", device: int = 0, **options: Any) -> "Classifier":
@@ -82,24 +98,22 @@ class Classifier:
     @property
     def default_tile(self) -> int:
         """The model's native tile, clipped to its exported range (a multiple of 32)."""
-        lo, hi = self.tile_range
-        return min(max(round_up(self.metadata.native_tile), lo), hi)
+        return self.inputs.default_tile
 
     @property
     def on_cpu(self) -> bool:
-        """Whether the model runs on the CPU (ONNX Runtime's CPU execution provider)."""
-        providers = tuple(getattr(self.runner, "providers", ()))
-        return self.runner.backend == "onnxruntime" and providers[:1] == ("CPUExecutionProvider",)
+        """Whether the model runs on the CPU."""
+        return self.runner.device == "cpu"
 
     @property
     def default_batch(self) -> int:
-        """Tiles per inference call unless asked otherwise, within the exported range.
+        """Tiles per inference call unless asked otherwise (see :meth:`TileSettings.choose`)."""
+        return self.tile_settings().batch
 
-        On a CPU batching does not speed up convolutions (each op is already parallel over a 512 px tile) but
-        multiplies the activation memory, so the smallest batch; on a GPU up to 8 to keep the device busy.
-        """
-        lo, hi = self.batch_range
-        return max(lo, min(hi, 1 if self.on_cpu else 8))
+    def tile_settings(self, tile: int | None = None, overlap: int | None = None,
+                      batch: int | None = None) -> TileSettings:
+        """The tile, overlap and batch this model runs a scene with, checked against what it accepts."""
+        return TileSettings.choose(self.inputs, on_cpu=self.on_cpu, tile=tile, overlap=overlap, batch=batch)
 
     def optical_fill(self) -> tuple[float, float, float]:
         """The training mean of each optical input band (in ``optical_bands`` order), used for nodata pixels."""
@@ -111,18 +125,11 @@ class Classifier:
         return float(self.metadata.sar_mean[0])
 
     # -- inference -------------------------------------------------------------------------------------------
-    def _feed(self, optical: np.ndarray, sar: np.ndarray) -> dict[str, np.ndarray]:
-        """The model's inputs: raw values as is, or normalised here for a ``--input normalized`` export."""
-        if self.input_kind != "normalized":
-            return {"optical": optical, "sar": sar}
-        meta = self.metadata
-        perm = [self.optical_bands.index(name) for name in meta.optical_channels]
-        mean = np.asarray(meta.optical_mean, np.float32).reshape(1, 3, 1, 1)
-        std = np.asarray(meta.optical_std, np.float32).reshape(1, 3, 1, 1)
-        s_mean = np.asarray(meta.sar_mean, np.float32).reshape(1, -1, 1, 1)
-        s_std = np.asarray(meta.sar_std, np.float32).reshape(1, -1, 1, 1)
-        sar3 = np.repeat(sar.astype(np.float32), meta.sar_replicate, axis=1)
-        return {"optical": (optical[:, perm].astype(np.float32) - mean) / std, "sar": (sar3 - s_mean) / s_std}
+    def prepare(self, batch: int, tile_h: int, tile_w: int) -> None:
+        """Let the backend set up for (batch, tile_h, tile_w) tiles now rather than on the first call."""
+        lo, hi = self.batch_range
+        with self._lock:
+            self.runner.prepare(min(max(batch, lo), hi), tile_h, tile_w)
 
     def scores(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray:
         """Per-class scores (N, K, H, W) float32 that blend linearly, for tiles of a size the model accepts.
@@ -139,7 +146,7 @@ class Classifier:
             if m < lo:  # a fixed-batch engine: pad with copies of the last tile
                 opt = np.concatenate([opt, np.repeat(opt[-1:], lo - m, axis=0)])
                 sar_ = np.concatenate([sar_, np.repeat(sar_[-1:], lo - m, axis=0)])
-            feed = self._feed(opt, sar_)
+            feed = model_feed(self.metadata, opt, sar_)
             with self._lock:
                 out = self.runner.infer(feed)
             parts.append(self._to_scores(out)[:m])
@@ -211,48 +218,45 @@ class Classifier:
             ph, pw = max(lo, round_up(h)), max(lo, round_up(w))
             scores = self.scores(pad_reflect(opt, 0, ph - h, 0, pw - w), pad_reflect(sar, 0, ph - h, 0, pw - w))
             return np.ascontiguousarray(scores[:, :, :h, :w])
-        tile = self.check_tile(tile)
-        overlap = tile // 4 if overlap is None else int(overlap)
-        return np.stack([self._tiled_scores(opt[i], sar[i], tile, overlap) for i in range(n)])
+        plan = self.tile_settings(tile, overlap)
+        return np.stack([self._tiled_scores(opt[i], sar[i], plan.tile, plan.overlap) for i in range(n)])
 
     def check_tile(self, tile: int | None) -> int:
         """``tile`` (default: the model's) checked against the model's range; a clear error otherwise."""
-        lo, hi = self.tile_range
-        if tile is None:
-            return self.default_tile
-        tile = int(tile)
-        if tile % MULTIPLE or not lo <= tile <= hi:
-            raise AsanetError(f"--tile {tile}: the model takes tiles of {lo} to {hi} px in steps of {MULTIPLE}")
-        return tile
+        return self.inputs.check_tile(tile)
 
     def _tiled_scores(self, opt: np.ndarray, sar: np.ndarray, tile: int, overlap: int) -> np.ndarray:
-        """One large image, tiled with overlap and blended (in memory: the image is in memory already)."""
+        """One large in-memory image, tiled with overlap and blended by the same blender as scenes."""
         _, h, w = opt.shape
         grid = TileGrid.plan(h, w, tile, overlap, self.tile_range[0])
-        weights = grid.weights()
+        blender = RowBlender(grid, self.num_classes, keep_scores=True)
         by, bx = -min(grid.ys[0], 0), -min(grid.xs[0], 0)
         ay, ax = max(0, grid.ys[-1] + grid.tile_h - h), max(0, grid.xs[-1] + grid.tile_w - w)
         opt_p, sar_p = pad_reflect(opt, by, ay, bx, ax), pad_reflect(sar, by, ay, bx, ax)
-        acc = np.zeros((self.num_classes, h, w), np.float32)
-        wsum = np.zeros((h, w), np.float32)
-        windows = [(y, x) for y in grid.ys for x in grid.xs]
+        out = np.empty((self.num_classes, h, w), np.float32)
+        finished: list[FinishedRows] = []
         step = self.default_batch
-        for start in range(0, len(windows), step):
-            chunk = windows[start:start + step]
-            o = np.stack([opt_p[:, y + by:y + by + grid.tile_h, x + bx:x + bx + grid.tile_w] for y, x in chunk])
-            s = np.stack([sar_p[:, y + by:y + by + grid.tile_h, x + bx:x + bx + grid.tile_w] for y, x in chunk])
-            for (y, x), sc in zip(chunk, self.scores(o, s)):
-                y0, y1, x0, x1 = max(y, 0), min(y + grid.tile_h, h), max(x, 0), min(x + grid.tile_w, w)
-                wt = weights[y0 - y:y1 - y, x0 - x:x1 - x]
-                acc[:, y0:y1, x0:x1] += sc[:, y0 - y:y1 - y, x0 - x:x1 - x] * wt
-                wsum[y0:y1, x0:x1] += wt
-        acc /= wsum
-        return acc
+        for r, y in enumerate(grid.ys):
+            y0, y1 = max(y, 0), min(y + grid.tile_h, h)
+            finished += blender.start_band(r, y0, np.ones((y1 - y0, w), bool), grid.cols)
+            for start in range(0, grid.cols, step):
+                cols = range(start, min(start + step, grid.cols))
+                o = np.stack([opt_p[:, y + by:y + by + grid.tile_h, grid.xs[c] + bx:grid.xs[c] + bx + grid.tile_w]
+                              for c in cols])
+                s = np.stack([sar_p[:, y + by:y + by + grid.tile_h, grid.xs[c] + bx:grid.xs[c] + bx + grid.tile_w]
+                              for c in cols])
+                for c, sc in zip(cols, self.scores(o, s)):
+                    finished += blender.add(r, c, sc)
+        for rows in finished:
+            out[:, rows.y0:rows.y0 + rows.scores.shape[1]] = rows.scores
+        return out
 
     # -- scenes ----------------------------------------------------------------------------------------------
-    def classify_scene(self, optical: str | os.PathLike, sar: str | os.PathLike, output: str | os.PathLike,
+    def classify_scene(self, optical: str | os.PathLike, sar: str | os.PathLike,
+                       output: str | os.PathLike | None = None,
                        **options: Any) -> "SceneSummary":
-        """Classify a GeoTIFF pair into a COG land-cover map; see ``asanet_rt.scene_pipeline.classify_scene``."""
+        """Classify a GeoTIFF pair into a COG land-cover map (and ``outputs=[...]`` sinks); see
+        ``asanet_rt.scene_pipeline.classify_scene``."""
         from .scene_pipeline import classify_scene
 
         return classify_scene(self, optical, sar, output, **options)

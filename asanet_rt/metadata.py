@@ -150,6 +150,11 @@ class ModelMetadata:
     def num_classes(self) -> int:
         return self.arch.num_classes
 
+    @property
+    def inputs(self) -> "ModelInputs":
+        """What the model file accepts (typed view of the ``export`` section); see :class:`ModelInputs`."""
+        return ModelInputs.from_metadata(self)
+
     def with_export(self, **fields: Any) -> "ModelMetadata":
         """A copy whose ``export`` section is updated with ``fields``."""
         merged = dict(self.export or {})
@@ -256,3 +261,91 @@ def _floats(values: Sequence[float] | float, n: int) -> tuple[float, ...]:
     if len(values) != n:
         raise MetadataError(f"expected {n} values, got {len(values)}: {values}")
     return values
+
+
+#: Every tile edge a model sees is a multiple of this (ASANet downsamples by 32).
+TILE_MULTIPLE = 32
+
+
+def round_up(value: int, multiple: int = TILE_MULTIPLE) -> int:
+    """The smallest multiple of ``multiple`` that is >= ``value``."""
+    return -(-int(value) // multiple) * multiple
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model file accepts, read once from its metadata's ``export`` section.
+
+    A section without a ``tile`` or ``batch`` range (metadata written before ranges existed) means the model
+    takes exactly its native tile and batch 1: the only shapes it is known to accept.
+    """
+
+    kind: str                                # "raw" (0-255 pixel values) or "normalized"
+    optical_bands: tuple[str, ...]           # names of the optical input's channels, in input order
+    tile_range: tuple[int, int]
+    batch_range: tuple[int, int]
+    native_tile: int
+    outputs: tuple[str, ...] = ()
+    precision: str = "fp32"
+
+    @classmethod
+    def from_metadata(cls, meta: "ModelMetadata", source: str | None = None) -> "ModelInputs":
+        """The typed export section; a clear error when the model was not exported by asanet-rt."""
+        export = dict(meta.export or {})
+        where = source or meta.source or "model"
+        if not export:
+            raise MetadataError(f"{where}: the model's metadata has no export section (tile and batch ranges, "
+                                f"outputs); export it with `asanet-rt export`")
+        native = round_up(max(TILE_MULTIPLE, int(meta.native_tile)))
+        try:
+            tile = tuple(int(v) for v in export.get("tile", (native, native)))
+            batch = tuple(int(v) for v in export.get("batch", (1, 1)))
+        except (TypeError, ValueError) as exc:
+            raise MetadataError(f"{where}: malformed tile/batch range in the export section ({exc})") from exc
+        if len(tile) != 2 or len(batch) != 2 or not 0 < tile[0] <= tile[1] or not 0 < batch[0] <= batch[1]:
+            raise MetadataError(f"{where}: malformed export ranges tile={export.get('tile')} "
+                                f"batch={export.get('batch')}")
+        return cls(kind=str(export.get("input", "raw")),
+                   optical_bands=tuple(export.get("optical_bands") or meta.optical_channels),
+                   tile_range=tile, batch_range=batch,  # type: ignore[arg-type]
+                   native_tile=native, outputs=tuple(export.get("outputs") or ()),
+                   precision=str(export.get("precision", "fp32")))
+
+    @property
+    def default_tile(self) -> int:
+        """The native tile clipped into the exported range: the tile a scene is cut into unless asked."""
+        lo, hi = self.tile_range
+        return min(max(self.native_tile, lo), hi)
+
+    def accepts_tile(self, tile: int) -> bool:
+        lo, hi = self.tile_range
+        return tile % TILE_MULTIPLE == 0 and lo <= tile <= hi
+
+    def accepts_batch(self, batch: int) -> bool:
+        lo, hi = self.batch_range
+        return lo <= batch <= hi
+
+    def unsupported(self, batch: int, tile: int) -> str | None:
+        """Why (batch, tile) is outside what the model takes, or None."""
+        if not self.accepts_batch(batch):
+            return f"batch {batch} outside the model's exported range {self.batch_range[0]}-{self.batch_range[1]}"
+        if not self.accepts_tile(tile):
+            return (f"tile {tile} outside the model's exported range {self.tile_range[0]}-{self.tile_range[1]} "
+                    f"(multiples of {TILE_MULTIPLE})")
+        return None
+
+    def check_tile(self, tile: int | None, option: str = "--tile") -> int:
+        """``tile`` (default: :attr:`default_tile`) checked against the range; a clear error otherwise."""
+        if tile is None:
+            return self.default_tile
+        if not self.accepts_tile(int(tile)):
+            lo, hi = self.tile_range
+            raise MetadataError(f"{option} {tile}: the model takes tiles of {lo} to {hi} px in steps of "
+                                f"{TILE_MULTIPLE}")
+        return int(tile)
+
+    def check_batch(self, batch: int, option: str = "--batch") -> int:
+        if not self.accepts_batch(int(batch)):
+            lo, hi = self.batch_range
+            raise MetadataError(f"{option} {batch}: the model takes batches of {lo} to {hi}")
+        return int(batch)

@@ -12,6 +12,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import AsanetError
 from .metadata import METADATA_KEY, ModelMetadata
+from .model_files import check_onnx_file
 
 #: ONNX domain of the fused ops (docs/design.md, "Plugin ops").
 ASANET_DOMAIN = "asanet"
@@ -73,6 +74,7 @@ def read_onnx_info(path: str | os.PathLike) -> OnnxInfo:
     path = Path(path)
     if not path.is_file():
         raise AsanetError(f"{path}: ONNX file not found")
+    check_onnx_file(path)
     try:
         import onnx
     except ModuleNotFoundError:

@@ -7,7 +7,8 @@ import logging
 import sys
 import warnings
 
-from .backends import BACKENDS, ENGINE_SUFFIXES
+from .backends import backend_help, canonical_name
+from .errors import AsanetError
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,14 @@ def _float_or_none(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def backend_arg(text: str) -> str:
+    """argparse type: a backend name or alias from the registry, as its canonical name."""
+    try:
+        return canonical_name(text)
+    except AsanetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def add_scene_options(p: argparse.ArgumentParser) -> None:
@@ -74,14 +83,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
     p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS, help="runtime backend (default: by file type)")
+    p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: physical cores)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads of CPU backends (ONNX Runtime, OpenVINO, torch; default: physical cores)")
     add_scene_options(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
     g.add_argument("--confidence-dtype", default="float32", choices=("float32", "uint8"),
                    help="float32 probabilities (NaN nodata) or uint8 round(255 p) (0 nodata)")
+    g.add_argument("--probabilities", default=None, metavar="PATH",
+                   help="also write every class's blended probability (float32 COG, one band per class)")
     g.add_argument("--quicklook", default=None, metavar="PATH", help="also write a PNG quick-look with a legend")
     g.add_argument("--quicklook-size", type=int, default=1024, help="quick-look long edge in px (default 1024)")
     g.add_argument("--quicklook-alpha", type=float, default=0.6,
@@ -99,17 +110,18 @@ def run_classify(args: argparse.Namespace) -> int:
 
     from .classifier import Classifier
 
-    # intra-op threads are an ONNX Runtime setting; engines schedule on the GPU
-    on_ort = args.backend.startswith("onnxruntime") or (args.backend == "auto" and
-                                                        not args.model.lower().endswith(ENGINE_SUFFIXES))
-    options = {"threads": args.threads} if args.threads and on_ort else {}
+    from .sinks import default_outputs
+
+    outputs = default_outputs(args.output, confidence=args.confidence, confidence_dtype=args.confidence_dtype,
+                              probabilities=args.probabilities, quicklook=args.quicklook,
+                              quicklook_size=args.quicklook_size, quicklook_alpha=args.quicklook_alpha,
+                              sidecars=not args.no_sidecars)
+    # --threads goes to the runner as given: the registry refuses it for backends without CPU threads
     with warnings.catch_warnings(record=True) as caught, \
-            Classifier.open(args.model, backend=args.backend, device=args.device, **options) as clf:
+            Classifier.open(args.model, backend=args.backend, device=args.device, threads=args.threads) as clf:
         warnings.simplefilter("always")
-        summary = clf.classify_scene(
-            args.optical, args.sar, args.output, confidence=args.confidence, confidence_dtype=args.confidence_dtype,
-            quicklook=args.quicklook, quicklook_size=args.quicklook_size, quicklook_alpha=args.quicklook_alpha,
-            **scene_options(args), overwrite=args.overwrite, progress=not args.no_progress, sidecars=not args.no_sidecars)
+        summary = clf.classify_scene(args.optical, args.sar, outputs=outputs, **scene_options(args),
+                                     overwrite=args.overwrite, progress=not args.no_progress)
     for w in caught:  # the summary repeats the range warnings; the others go to stderr here
         if str(w.message) not in summary.warnings:
             print(f"asanet-rt classify: warning: {w.message}", file=sys.stderr)

@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import rasterio
@@ -26,12 +26,8 @@ from .io_utils import atomic_output
 from .progress import Progress, format_seconds
 from .scaling import RangeWarning
 from .scene import Scene
-from .tiling import TileGrid
-from .writer import (CLASSES_DESCRIPTION, CONFIDENCE_DESCRIPTION, CONFIDENCE_DTYPES, StripeWriter, class_tags,
-                     colormap, confidence_values, sidecar_paths, to_cog, write_aux_xml, write_qml)
-
-if TYPE_CHECKING:
-    from .classifier import Classifier
+from .tiling import TileGrid, TileSettings
+from .sinks import Sink, SinkContext, default_outputs, ordered
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +37,29 @@ QUEUE_SIZE = 2
 #: every block read or written, so memory would grow with the scene; each block is needed about once here.
 GDAL_CACHE_MB = 128
 _POLL = 0.1  # seconds between checks of the stop flag while a queue is full or empty
+
+
+class SceneModel(Protocol):
+    """What the scene loop needs of a model (``asanet_rt.Classifier`` is one); no import of it needed here."""
+
+    path: str
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    optical_bands: tuple[str, ...]
+    num_classes: int
+    tile_range: tuple[int, int]
+    backend: str
+
+    def tile_settings(self, tile: int | None = None, overlap: int | None = None,
+                      batch: int | None = None) -> TileSettings: ...
+
+    def scores(self, optical: np.ndarray, sar: np.ndarray) -> np.ndarray: ...
+
+    def prepare(self, batch: int, tile_h: int, tile_w: int) -> None: ...
+
+    def optical_fill(self) -> tuple[float, float, float]: ...
+
+    def sar_fill(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +83,8 @@ class SceneSummary:
     quicklook: str | None = None
     sidecars: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    outputs: dict[str, str] = field(default_factory=dict)  # sink kind -> path
+    backend: str = ""
 
     @property
     def megapixels_per_second(self) -> float:
@@ -185,16 +206,13 @@ def _reader(run: _Run, scene: Scene, grid: TileGrid, batch: int, out: queue.Queu
     run.put(out, _END)
 
 
-class _Sink:
-    """The writer stage: blends scores into rows and streams them into the staging files."""
+class _Writer:
+    """The writer stage: blends scores into rows, counts classes, and feeds the rows to every sink."""
 
-    def __init__(self, grid: TileGrid, num_classes: int, classes_writer: StripeWriter,
-                 confidence_writer: StripeWriter | None, confidence_dtype: str, progress: Progress) -> None:
-        self.blender = RowBlender(grid, num_classes)
+    def __init__(self, grid: TileGrid, num_classes: int, sinks: Sequence[Sink], progress: Progress) -> None:
+        self.blender = RowBlender(grid, num_classes, keep_scores=any(s.needs_scores for s in sinks))
         self.grid = grid
-        self.classes_writer = classes_writer
-        self.confidence_writer = confidence_writer
-        self.confidence_dtype = confidence_dtype
+        self.sinks = sinks
         self.progress = progress
         self.counts = np.zeros(num_classes, np.int64)
         self.nodata = 0
@@ -218,107 +236,117 @@ class _Sink:
     def _emit(self, rows: FinishedRows) -> None:
         self.counts += np.bincount(rows.classes[rows.valid], minlength=len(self.counts))[:len(self.counts)]
         self.nodata += int(rows.valid.size - rows.valid.sum())
-        self.classes_writer.write(rows.classes)
-        if self.confidence_writer is not None:
-            self.confidence_writer.write(confidence_values(rows.confidence, self.confidence_dtype))
+        for sink in self.sinks:
+            sink.write(rows)
 
 
-def _check_outputs(paths: Sequence[Path | None], inputs: Sequence[Path], overwrite: bool) -> None:
-    """Refuse before any work: missing folders, existing files without ``overwrite``, an output naming an input."""
-    chosen = [p for p in paths if p is not None]
-    resolved = [p.resolve() for p in chosen]
+def _check_outputs(sinks: Sequence[Sink], inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
+    """Refuse before any work: missing folders, folders as outputs, existing files without ``overwrite``, an
+    output naming an input, two outputs on one path, two sinks of one kind."""
+    kinds = [s.kind for s in sinks]
+    if len(set(kinds)) != len(kinds):
+        raise AsanetError(f"one output of each kind: got {', '.join(kinds)}")
+    paths = [s.path for s in sinks]
+    resolved = [p.resolve() for p in paths]
     if len(set(resolved)) != len(resolved):
-        raise AsanetError(f"output paths must differ: {', '.join(map(str, chosen))}")
-    sources = {p.resolve() for p in inputs}
-    for path, res in zip(chosen, resolved):
+        raise AsanetError(f"output paths must differ: {', '.join(map(str, paths))}")
+    sources = {Path(p).resolve() for p in inputs}
+    for path, res in zip(paths, resolved):
         if res in sources:
             raise AsanetError(f"{path}: is an input; choose another output path")
+        if path.is_dir():
+            raise AsanetError(f"{path}: is a folder; name an output file")
         if not path.parent.resolve().is_dir():
             raise AsanetError(f"{path}: output folder {path.parent} does not exist")
         if path.exists() and not overwrite:
             raise AsanetError(f"{path}: exists; pass --overwrite to replace it")
 
 
-def classify_scene(classifier: "Classifier", optical: str | os.PathLike, sar: str | os.PathLike,
-                   output: str | os.PathLike, *, confidence: str | os.PathLike | None = None,
-                   confidence_dtype: str = "float32", quicklook: str | os.PathLike | None = None,
-                   quicklook_size: int = 1024, quicklook_alpha: float = 0.6, tile: int | None = None,
-                   overlap: int | None = None, batch: int | None = None,
+#: The output keywords of earlier releases, now one ``outputs`` list (still accepted, with a warning).
+_LEGACY_OUTPUT_OPTIONS = ("confidence", "confidence_dtype", "probabilities", "quicklook", "quicklook_size",
+                          "quicklook_alpha", "sidecars")
+
+
+def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str | os.PathLike,
+                   output: str | os.PathLike | None = None, *, outputs: Sequence[Sink] | None = None,
+                   tile: int | None = None, overlap: int | None = None, batch: int | None = None,
                    optical_bands: str | Sequence[int] | None = None, sar_band: int = 1,
                    optical_scale: str = "auto", sar_scale: str = "auto", optical_nodata: float | None = None,
                    sar_nodata: float | None = None, sar_resampling: str = "bilinear", overwrite: bool = False,
-                   progress: bool = False, sidecars: bool = True) -> SceneSummary:
-    """Classify the ``optical`` + ``sar`` GeoTIFF pair into ``output``, a COG on the optical raster's grid.
+                   progress: bool = False, **output_options: Any) -> SceneSummary:
+    """Classify the ``optical`` + ``sar`` GeoTIFF pair into ``outputs`` on the optical raster's grid.
 
-    Tiles of ``tile`` px (default: the model's native tile) overlap by ``overlap`` px (default a quarter tile)
-    and are blended on probabilities with a raised-cosine window, so no seams appear; scene edges are padded by
-    reflection. SAR on another grid is resampled onto the optical grid (``sar_resampling``). Pixels without both
-    sensors get class 255 (nodata). Outputs are written under temporary names and renamed when complete:
-    ``output`` (+ ``.qml`` style and ``.aux.xml`` attribute table unless ``sidecars=False``), ``confidence``
-    (float32, or uint8 = round(255 p) with 0 as nodata) and a PNG ``quicklook``.
+    ``outputs`` is a list of sinks (``asanet_rt.sinks``: ``MapSink``, ``ConfidenceSink``, ``ProbabilitySink``,
+    ``StyleSink``, ``AttributeTableSink``, ``QuicklookSink``); ``output`` alone means the map COG with its
+    ``.qml`` style and ``.aux.xml`` attribute table (``default_outputs``). Tiles of ``tile`` px (default: the
+    model's native tile) overlap by ``overlap`` px and are blended on probabilities; scene edges are padded by
+    reflection. SAR on another grid is resampled onto the optical grid (``sar_resampling``). Pixels without
+    both sensors get class 255 (nodata). Every output is written under a temporary name and all are renamed
+    when complete; on any failure none is left behind and existing files are untouched.
     """
     t_start = time.perf_counter()
-    output = Path(output)
-    conf_path = Path(confidence) if confidence is not None else None
-    look_path = Path(quicklook) if quicklook is not None else None
-    if confidence_dtype not in CONFIDENCE_DTYPES:
-        raise AsanetError(f"--confidence-dtype {confidence_dtype!r}: choose {' or '.join(CONFIDENCE_DTYPES)}")
-    if not 0.0 <= quicklook_alpha <= 1.0:
-        raise AsanetError(f"--quicklook-alpha {quicklook_alpha}: must be between 0 and 1")
-    side_paths = sidecar_paths(output) if sidecars else ()
-    _check_outputs([output, conf_path, look_path], [Path(optical), Path(sar)], overwrite)
-    tile = classifier.check_tile(tile)
-    overlap = tile // 4 if overlap is None else int(overlap)
-    if not 0 <= overlap <= tile // 2:
-        raise AsanetError(f"--overlap {overlap}: must be between 0 and half the tile ({tile // 2})")
-    lo, hi = classifier.batch_range
-    batch = classifier.default_batch if batch is None else int(batch)
-    if not lo <= batch <= hi:
-        raise AsanetError(f"--batch {batch}: the model takes batches of {lo} to {hi}")
+    sinks = _resolve_outputs(output, outputs, output_options)
+    _check_outputs(sinks, [optical, sar], overwrite)
+    plan = classifier.tile_settings(tile, overlap, batch)
 
     with _gdal_cache(), Scene.open(
             optical, sar, optical_bands=optical_bands, sar_band=sar_band, optical_scale=optical_scale,
             sar_scale=sar_scale, optical_nodata=optical_nodata, sar_nodata=sar_nodata,
             sar_resampling=sar_resampling, band_names=classifier.optical_bands,
             optical_fill=classifier.optical_fill(), sar_fill=classifier.sar_fill()) as scene:
-        grid = TileGrid.plan(scene.height, scene.width, tile, overlap, classifier.tile_range[0])
-        log.info("%s: %d x %d px, %d x %d tiles of %d x %d px (overlap %d), batch %d, SAR %s", optical,
-                 scene.width, scene.height, grid.rows, grid.cols, grid.tile_h, grid.tile_w, overlap, batch,
-                 scene.alignment)
+        grid = TileGrid.plan(scene.height, scene.width, plan.tile, plan.overlap, classifier.tile_range[0])
+        log.info("%s: %d x %d px, %d x %d tiles of %d x %d px (overlap %d), batch %d, SAR %s, backend %s",
+                 optical, scene.width, scene.height, grid.rows, grid.cols, grid.tile_h, grid.tile_w, plan.overlap,
+                 plan.batch, scene.alignment, classifier.backend)
+        # shape-specific set-up (OpenVINO compiles per shape) before the clock of the model stage starts
+        classifier.prepare(plan.batch, grid.tile_h, grid.tile_w)
+        ctx = SinkContext(classifier.classes, classifier.palette, classifier.path, classifier.optical_bands, scene,
+                          dict(scene.profile))
         with contextlib.ExitStack() as stack:
-            # entered first, renamed last: once the map is visible, its sidecars and confidence are too
-            tmp_map = stack.enter_context(atomic_output(output, overwrite=overwrite))
-            tmp_conf = stack.enter_context(atomic_output(conf_path, overwrite=overwrite)) if conf_path else None
-            tmp_side = [stack.enter_context(atomic_output(p, overwrite=True)) for p in side_paths]
-            tmp_look = stack.enter_context(atomic_output(look_path, overwrite=overwrite)) if look_path else None
-            stage_map = tmp_map.with_name(tmp_map.name + ".stage.tif")
-            stage_conf = tmp_conf.with_name(tmp_conf.name + ".stage.tif") if tmp_conf else None
-            stack.callback(_remove, stage_map, stage_conf)
-            sink, model_seconds = _stream(classifier, scene, grid, batch, stage_map, stage_conf,
-                                          confidence_dtype, progress)
-            to_cog(stage_map, tmp_map, "mode")
-            if tmp_conf is not None:
-                to_cog(stage_conf, tmp_conf, "average")
-            if tmp_side:
-                write_qml(tmp_side[0], classifier.classes, classifier.palette)
-                write_aux_xml(tmp_side[1], classifier.classes, classifier.palette, sink.counts.tolist())
-            if tmp_look is not None:
-                from .quicklook import write_quicklook
-
-                write_quicklook(tmp_look, tmp_map, classifier.classes, classifier.palette, scene=scene,
-                                band_names=classifier.optical_bands, max_size=quicklook_size,
-                                alpha=quicklook_alpha)
+            # entered in finishing order, renamed in reverse: once the map is visible, everything else is too
+            for sink in sinks:
+                sink.start(ctx, stack.enter_context(atomic_output(sink.path, overwrite=overwrite)))
+                stack.callback(sink.abort)
+            writer, model_seconds = _stream(classifier, scene, grid, plan.batch, sinks, progress)
+            ctx.counts = writer.counts
+            for sink in sinks:
+                sink.finish(ctx)
         messages = scene.warnings()
         alignment = scene.alignment
     for message in messages:
         warnings.warn(message, RangeWarning, stacklevel=2)
+    by_kind = {s.kind: str(s.path) for s in sinks}
     return SceneSummary(
-        output=str(output), width=grid.width, height=grid.height, tiles=grid.count,
-        tiles_skipped=grid.count - sink.inferred, tile=(grid.tile_h, grid.tile_w), overlap=overlap, batch=batch,
-        seconds=time.perf_counter() - t_start, model_seconds=model_seconds, alignment=alignment,
-        class_counts=dict(zip(classifier.classes, map(int, sink.counts))), nodata_pixels=sink.nodata,
-        confidence=str(conf_path) if conf_path else None, quicklook=str(look_path) if look_path else None,
-        sidecars=tuple(map(str, side_paths)), warnings=tuple(messages))
+        output=by_kind.get("map", str(sinks[0].path)), width=grid.width, height=grid.height, tiles=grid.count,
+        tiles_skipped=grid.count - writer.inferred, tile=(grid.tile_h, grid.tile_w), overlap=plan.overlap,
+        batch=plan.batch, seconds=time.perf_counter() - t_start, model_seconds=model_seconds, alignment=alignment,
+        class_counts=dict(zip(classifier.classes, map(int, writer.counts))), nodata_pixels=writer.nodata,
+        confidence=by_kind.get("confidence"), quicklook=by_kind.get("quicklook"),
+        sidecars=tuple(by_kind[k] for k in ("style", "attribute_table") if k in by_kind),
+        warnings=tuple(messages), outputs=by_kind, backend=classifier.backend)
+
+
+def _resolve_outputs(output: str | os.PathLike | None, outputs: Sequence[Sink] | None,
+                     options: dict[str, Any]) -> list[Sink]:
+    """The sinks of a call: ``outputs`` as given, or the defaults behind ``output`` and the legacy keywords."""
+    unknown = sorted(set(options) - set(_LEGACY_OUTPUT_OPTIONS))
+    if unknown:
+        raise TypeError(f"classify_scene() got unexpected keyword arguments: {', '.join(unknown)}")
+    if outputs is not None:
+        if output is not None or options:
+            raise AsanetError("give either outputs=[...] or output= (with its output keywords), not both")
+        sinks = list(outputs)
+    else:
+        if output is None:
+            raise AsanetError("nothing to write: give output= (the map) or outputs=[...]")
+        if options:
+            warnings.warn(f"classify_scene({', '.join(sorted(options))}=...) is deprecated; pass "
+                          f"outputs=asanet_rt.sinks.default_outputs(output, ...) or a list of sinks",
+                          DeprecationWarning, stacklevel=3)
+        sinks = default_outputs(output, **options)
+    if not sinks:
+        raise AsanetError("nothing to write: outputs is empty")
+    return ordered(sinks)
 
 
 def _gdal_cache() -> contextlib.AbstractContextManager:
@@ -328,60 +356,35 @@ def _gdal_cache() -> contextlib.AbstractContextManager:
     return rasterio.Env(GDAL_CACHEMAX=GDAL_CACHE_MB)
 
 
-def _remove(*paths: Path | None) -> None:
-    for path in paths:
-        if path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-
-
-def _stream(classifier: "Classifier", scene: Scene, grid: TileGrid, batch: int, stage_map: Path,
-            stage_conf: Path | None, confidence_dtype: str, show_progress: bool) -> tuple[_Sink, float]:
+def _stream(classifier: SceneModel, scene: Scene, grid: TileGrid, batch: int, sinks: Sequence[Sink],
+            show_progress: bool) -> tuple[_Writer, float]:
     """Run the three stages over the scene; returns the writer stage (histogram) and the seconds spent in the model."""
-    tags, band_tags = class_tags(classifier.classes, classifier.palette, classifier.path)
-    classes_writer = StripeWriter(stage_map, scene.profile, "uint8", 255, tags, band_tags, CLASSES_DESCRIPTION,
-                                  colormap(classifier.palette))
-    confidence_writer = None
+    progress = Progress(grid.count, enabled=show_progress)
+    writer = _Writer(grid, classifier.num_classes, sinks, progress)
+    run = _Run()
+    inbox: queue.Queue = queue.Queue(QUEUE_SIZE)
+    outbox: queue.Queue = queue.Queue(QUEUE_SIZE)
+    threads = [run.thread(_reader, run, scene, grid, batch, inbox), run.thread(writer, run, outbox)]
+    model_seconds = 0.0
     try:
-        if stage_conf is not None:
-            dtype = confidence_dtype
-            confidence_writer = StripeWriter(
-                stage_conf, scene.profile, dtype, float("nan") if dtype == "float32" else 0,
-                {"ASANET_MODEL": tags["ASANET_MODEL"]}, {}, CONFIDENCE_DESCRIPTION,
-                scale=1.0 if dtype == "float32" else 1.0 / 255.0)
-        progress = Progress(grid.count, enabled=show_progress)
-        sink = _Sink(grid, classifier.num_classes, classes_writer, confidence_writer, confidence_dtype, progress)
-        run = _Run()
-        inbox: queue.Queue = queue.Queue(QUEUE_SIZE)
-        outbox: queue.Queue = queue.Queue(QUEUE_SIZE)
-        threads = [run.thread(_reader, run, scene, grid, batch, inbox), run.thread(sink, run, outbox)]
-        model_seconds = 0.0
-        try:
-            while (item := run.get(inbox)) is not _END:
-                if isinstance(item, _Batch):
-                    t0 = time.perf_counter()
-                    item.scores = classifier.scores(item.optical, item.sar)
-                    model_seconds += time.perf_counter() - t0
-                    sink.inferred += len(item.ids)
-                    item.optical = item.sar = None  # free the inputs while the batch waits for the writer
-                run.put(outbox, item)
-            run.put(outbox, _END)
-        except _Stopped:
-            pass
-        except BaseException:
-            run.stop.set()
-            raise
-        finally:
-            for t in threads:
-                t.join()
-            progress.close()
-        if run.errors:
-            raise run.errors[0]
-        classes_writer.close()
-        if confidence_writer is not None:
-            confidence_writer.close()
-        return sink, model_seconds
+        while (item := run.get(inbox)) is not _END:
+            if isinstance(item, _Batch):
+                t0 = time.perf_counter()
+                item.scores = classifier.scores(item.optical, item.sar)
+                model_seconds += time.perf_counter() - t0
+                writer.inferred += len(item.ids)
+                item.optical = item.sar = None  # free the inputs while the batch waits for the writer
+            run.put(outbox, item)
+        run.put(outbox, _END)
+    except _Stopped:
+        pass
+    except BaseException:
+        run.stop.set()
+        raise
     finally:
-        classes_writer.abort()
-        if confidence_writer is not None:
-            confidence_writer.abort()
+        for t in threads:
+            t.join()
+        progress.close()
+    if run.errors:
+        raise run.errors[0]
+    return writer, model_seconds

@@ -8,16 +8,38 @@ from functools import lru_cache
 import numpy as np
 
 from .errors import AsanetError
-
-#: Every tile edge the model sees is a multiple of this (ASANet downsamples by 32).
-MULTIPLE = 32
+from .metadata import TILE_MULTIPLE as MULTIPLE
+from .metadata import ModelInputs, round_up
 #: Smallest blending weight: keeps a pixel seen only by one tile's border well defined.
 WEIGHT_FLOOR = 0.02
 
 
-def round_up(value: int, multiple: int = MULTIPLE) -> int:
-    """The smallest multiple of ``multiple`` that is >= ``value``."""
-    return -(-int(value) // multiple) * multiple
+def default_overlap(tile: int) -> int:
+    """The overlap used unless asked: a quarter tile."""
+    return int(tile) // 4
+
+
+@dataclass(frozen=True)
+class TileSettings:
+    """The tile, overlap and batch a run uses: decided once, from the model's accepted ranges and the request."""
+
+    tile: int
+    overlap: int
+    batch: int
+
+    @classmethod
+    def choose(cls, inputs: "ModelInputs", *, on_cpu: bool, tile: int | None = None, overlap: int | None = None,
+               batch: int | None = None) -> "TileSettings":
+        """Checked settings for a model: defaults are the native tile (clipped into the exported range),
+        :func:`default_overlap`, and one tile per call on a CPU (batching does not speed up convolutions there but
+        multiplies activation memory) or up to 8 on a GPU; a clear error for anything the model cannot take."""
+        tile = inputs.check_tile(tile)
+        overlap = default_overlap(tile) if overlap is None else int(overlap)
+        if not 0 <= overlap <= tile // 2:
+            raise AsanetError(f"--overlap {overlap}: must be between 0 and half the tile ({tile // 2})")
+        lo, hi = inputs.batch_range
+        batch = max(lo, min(hi, 1 if on_cpu else 8)) if batch is None else inputs.check_batch(batch)
+        return cls(tile, overlap, batch)
 
 
 def axis_origins(length: int, tile: int, overlap: int) -> list[int]:

@@ -21,6 +21,7 @@ BLOCK = 512
 CLASSES_DESCRIPTION = "land cover class"
 CONFIDENCE_DESCRIPTION = "confidence (blended probability of the chosen class)"
 CONFIDENCE_DTYPES = ("float32", "uint8")
+PROBABILITY_DESCRIPTION = "probability of class"
 
 
 def colormap(palette: Sequence[Sequence[int]]) -> dict[int, tuple[int, int, int, int]]:
@@ -38,30 +39,35 @@ class StripeWriter:
 
     def __init__(self, path: Path, profile: Mapping, dtype: str, nodata: float, tags: Mapping[str, str],
                  band_tags: Mapping[str, str], description: str,
-                 colormap: Mapping[int, tuple[int, int, int, int]] | None = None, scale: float = 1.0) -> None:
-        prof = dict(driver="GTiff", count=1, dtype=dtype, nodata=nodata, tiled=True, blockxsize=BLOCK,
+                 colormap: Mapping[int, tuple[int, int, int, int]] | None = None, scale: float = 1.0,
+                 count: int = 1, band_descriptions: Sequence[str] = ()) -> None:
+        prof = dict(driver="GTiff", count=count, dtype=dtype, nodata=nodata, tiled=True, blockxsize=BLOCK,
                     blockysize=BLOCK, compress="deflate", zlevel=1, bigtiff="if_safer", interleave="band")
         prof.update({k: profile[k] for k in ("crs", "transform", "width", "height")})
         self.path = path
+        self.count = count
         self.width, self.height = prof["width"], prof["height"]
         self.ds = rasterio.open(path, "w", **prof)
-        self.ds.set_band_description(1, description)
+        for band in range(1, count + 1):
+            name = band_descriptions[band - 1] if len(band_descriptions) >= band else ""
+            self.ds.set_band_description(band, f"{description}: {name}" if name else description)
         self.ds.update_tags(**tags)
         self.ds.update_tags(1, **band_tags)
         if colormap is not None:
             self.ds.write_colormap(1, colormap)
         if scale != 1.0:
-            self.ds.scales = (scale,)
-        self.buffer = np.full((BLOCK, self.width), nodata, dtype=dtype)
+            self.ds.scales = (scale,) * count
+        self.buffer = np.full((count, BLOCK, self.width), nodata, dtype=dtype)
         self.y0 = 0  # scene row of buffer row 0
         self.filled = 0
 
     def write(self, rows: np.ndarray) -> None:
-        """Append the next ``len(rows)`` scene rows."""
-        start = 0
-        while start < len(rows):
-            take = min(BLOCK - self.filled, len(rows) - start)
-            self.buffer[self.filled:self.filled + take] = rows[start:start + take]
+        """Append the next ``len(rows)`` scene rows: (h, W) for one band, (count, h, W) for several."""
+        rows = rows[None] if rows.ndim == 2 else rows
+        start, n = 0, rows.shape[1]
+        while start < n:
+            take = min(BLOCK - self.filled, n - start)
+            self.buffer[:, self.filled:self.filled + take] = rows[:, start:start + take]
             self.filled += take
             start += take
             if self.filled == BLOCK:
@@ -69,7 +75,7 @@ class StripeWriter:
 
     def _flush(self) -> None:
         if self.filled:
-            self.ds.write(self.buffer[:self.filled], 1, window=Window(0, self.y0, self.width, self.filled))
+            self.ds.write(self.buffer[:, :self.filled], window=Window(0, self.y0, self.width, self.filled))
             self.y0 += self.filled
             self.filled = 0
 

@@ -1,4 +1,7 @@
-"""Which TensorRT builds engines here: full TensorRT (10.x, 11.x) or TensorRT-RTX, and small version helpers.
+"""Which TensorRT builds engines here: full TensorRT (10.x, 11.x) or TensorRT-RTX.
+
+Backend names and aliases (``trt``, ``rtx``, ``tensorrt-rtx``) resolve through the runtime's backend registry;
+versions parse with ``asanet_rt.versions.parse_version``.
 
 One code path serves all three; the differences are few and explicit (``TrtBackend`` properties):
 TensorRT 11 and TensorRT-RTX are strongly typed only (no FP16/INT8 builder flags, no calibrators); TensorRT-RTX
@@ -13,28 +16,12 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from asanet_rt.backends.registry import canonical_name
 from asanet_rt.errors import AsanetError
+from asanet_rt.versions import parse_version
 
-#: Backend name -> Python module.
-MODULES = {"tensorrt": "tensorrt", "tensorrt_rtx": "tensorrt_rtx"}
-_ALIASES = {"trt": "tensorrt", "rtx": "tensorrt_rtx", "tensorrt-rtx": "tensorrt_rtx"}
-
-
-def parse_version(text: str) -> tuple[int, ...]:
-    """'10.3.0.30' -> (10, 3, 0, 30); stops at the first non-numeric part ('11.0.0rc1' -> (11, 0, 0))."""
-    parts = []
-    for piece in str(text).split("."):
-        digits = ""
-        for ch in piece:
-            if not ch.isdigit():
-                break
-            digits += ch
-        if not digits:
-            break
-        parts.append(int(digits))
-        if len(digits) != len(piece):
-            break
-    return tuple(parts)
+#: Registry names of the backends that build engines; each one's builder is the Python module of the same name.
+BUILDERS = ("tensorrt", "tensorrt_rtx")
 
 
 @dataclass(frozen=True)
@@ -85,13 +72,27 @@ class TrtBackend:
 
 
 def available_backends() -> list[str]:
-    """Backends whose module is installed (found without importing it)."""
-    return [name for name, module in MODULES.items() if importlib.util.find_spec(module) is not None]
+    """Engine builders whose module is installed (found without importing it)."""
+    return [name for name in BUILDERS if importlib.util.find_spec(name) is not None]
+
+
+def builder_name(name: str) -> str:
+    """``auto``, ``tensorrt`` or ``tensorrt_rtx`` for any registry spelling; a clear error for other backends."""
+    key = str(name).strip().lower()
+    if key == "auto":
+        return key
+    try:
+        key = canonical_name(key)
+    except AsanetError:
+        key = ""
+    if key not in BUILDERS:
+        raise AsanetError(f"backend {name!r}: engines are built by auto, tensorrt (trt) or tensorrt_rtx (rtx)")
+    return key
 
 
 def load_backend(name: str = "auto") -> TrtBackend:
     """Import ``tensorrt`` or ``tensorrt_rtx``; ``auto`` prefers full TensorRT (GPU machines, Jetson)."""
-    key = _ALIASES.get(name.lower(), name.lower())
+    key = builder_name(name)
     if key == "auto":
         found = available_backends()
         if not found:
@@ -104,20 +105,18 @@ def load_backend(name: str = "auto") -> TrtBackend:
             except AsanetError as exc:
                 errors.append(str(exc))
         raise AsanetError("; ".join(errors))
-    if key not in MODULES:
-        raise AsanetError(f"backend {name!r}: choose auto, tensorrt or tensorrt_rtx")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            module = importlib.import_module(MODULES[key])
+            module = importlib.import_module(key)
     except ModuleNotFoundError as exc:
         hint = ("pip install 'asanet-rt[rtx]'" if key == "tensorrt_rtx" else
                 "on Jetson use JetPack's TensorRT (python3-libnvinfer); elsewhere pip install tensorrt")
-        raise AsanetError(f"backend {key}: the Python module {MODULES[key]!r} is not installed ({hint})") from exc
+        raise AsanetError(f"backend {key}: the Python module {key!r} is not installed ({hint})") from exc
     except Exception as exc:  # noqa: BLE001 - the PyPI placeholder packages raise at import with their own message
-        raise AsanetError(f"backend {key}: importing {MODULES[key]!r} failed ({type(exc).__name__}: {exc})") from exc
+        raise AsanetError(f"backend {key}: importing {key!r} failed ({type(exc).__name__}: {exc})") from exc
     if not hasattr(module, "Builder"):
-        raise AsanetError(f"backend {key}: the installed {MODULES[key]!r} module has no builder (a lean or dispatch "
+        raise AsanetError(f"backend {key}: the installed {key!r} module has no builder (a lean or dispatch "
                           f"runtime, or a placeholder package); install the full {key}")
     return TrtBackend(key, module, str(getattr(module, "__version__", "0")))
 

@@ -19,6 +19,7 @@ from asanet_rt.engine_file import NO_GPU, EngineInfo, write_engine_file
 from asanet_rt.errors import AsanetError
 from asanet_rt.io_utils import atomic_output, sha256_file
 from asanet_rt.metadata import ModelMetadata
+from asanet_rt.model_files import check_onnx_file
 from asanet_rt.onnx_info import ASANET_DOMAIN, OnnxInfo, read_onnx_info
 
 from .backend import TrtBackend, dtype_name, load_backend
@@ -251,6 +252,7 @@ def _annotated_onnx(onnx_path: Path, mode: str) -> bytes:
 # ------------------------------------------------------------------------------------------------------------
 def _parse(backend: TrtBackend, network: Any, logger: Any, onnx_path: Path, plugins: _Plugins) -> None:
     """Fill ``network`` from the ONNX; on failure raise with every parser error, node by node."""
+    check_onnx_file(onnx_path)  # TensorRT's parser follows symlinks out of the folder and blocks on a fifo
     trt = backend.trt
     parser = trt.OnnxParser(network, logger)
     if plugins.mode != "none":

@@ -1,7 +1,8 @@
 """``asanet-rt compare A B``: the same inputs through two artifacts, output by output (Polygraphy style).
 
-An artifact is a checkpoint (run by the torch network with the same pre-processing the other side's graph has),
-an ONNX file (ONNX Runtime) or an engine (whatever ``asanet_rt.backends.open_runner`` opens). Per common output:
+Each side is a :class:`~asanet_rt.backends.Runner`: a checkpoint or an in-memory network runs on
+``TorchRunner.from_model`` with the pre-processing the other side's graph has; ONNX files and engines open through
+the backend registry (``asanet_rt.backends.open_runner``). Per common output:
 Polygraphy's ``SimpleCompareFunc`` statistics (max / mean / median absolute and relative error, pass/fail against
 ``atol``/``rtol``), argmax agreement for class scores, and the worst pixels.
 """
@@ -12,29 +13,17 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from asanet_rt.backends import FILE_KINDS, Runner, model_feed, open_runner
 from asanet_rt.errors import AsanetError
 from asanet_rt.metadata import ModelMetadata
 
 log = logging.getLogger(__name__)
 
-CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors", ".bin")
 SCORE_OUTPUTS = ("logits", "probabilities")
-
-
-@dataclass
-class Artifact:
-    """One side of a comparison: a name, its metadata and a function from inputs to named outputs."""
-
-    name: str
-    metadata: ModelMetadata
-    outputs: tuple[str, ...]
-    run: Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
-    close: Callable[[], None] = lambda: None
-    kind: str = ""
 
 
 @dataclass
@@ -84,55 +73,34 @@ class Comparison:
         return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------------------------------- artifacts
+# ---------------------------------------------------------------------------------------------------- sides
 def is_checkpoint(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in CHECKPOINT_SUFFIXES
+    """Whether ``path`` is a checkpoint by its suffix (the backend registry's file kinds)."""
+    return Path(path).suffix.lower() in FILE_KINDS["checkpoint"]
 
 
-def open_artifact(source: Any, like: ModelMetadata | None = None, dataset: str | None = None,
-                  backend: str = "auto") -> Artifact:
-    """A path (checkpoint, ONNX, engine) or an in-memory ``ASANetSegmentor`` as an :class:`Artifact`.
+def open_side(source: Any, like: ModelMetadata | None = None, dataset: str | None = None,
+              backend: str = "auto") -> Runner:
+    """One side of a comparison as a :class:`Runner`: a model file, or an in-memory ``ASANetSegmentor``.
 
-    A checkpoint has no input contract of its own; it follows ``like`` (the other side's export section), or
-    the default raw contract."""
+    A checkpoint (file or network) has no input contract of its own; it follows ``like`` (the other side's
+    export section), or the default raw contract (``TorchRunner.from_model``). Other files open through the
+    backend registry (``backend``: auto by file type).
+    """
     if _is_torch(source):
-        if not isinstance(source, (str, os.PathLike)):
-            model, name = source, "torch network (in memory)"
-        else:
-            from .checkpoint import load_checkpoint
+        from .torch_runner import TorchRunner
 
-            model, name = load_checkpoint(source, dataset=dataset), str(source)
-        return _torch_artifact(model, name, like)
+        if not isinstance(source, (str, os.PathLike)):
+            return TorchRunner.from_model(source, like)
+        from .checkpoint import load_checkpoint
+
+        if not Path(source).is_file():
+            raise AsanetError(f"{source}: not found")
+        return TorchRunner.from_model(load_checkpoint(source, dataset=dataset), like, name=str(source))
     path = Path(source)
     if not path.exists():
         raise AsanetError(f"{path}: not found")
-    from asanet_rt.backends import open_runner
-
-    runner = open_runner(path, backend=backend)
-    return Artifact(str(path), runner.metadata, tuple(runner.output_names), runner.infer, runner.close,
-                    kind=getattr(runner, "backend", ""))
-
-
-def _torch_artifact(model, name: str, like: ModelMetadata | None) -> Artifact:
-    import torch
-
-    from .onnx_export import OUTPUT_NAMES, ExportableASANet, ExportOptions
-
-    export = dict((like.export or {}) if like is not None else {})
-    options = ExportOptions(input=export.get("input", "raw"),
-                            optical_bands=tuple(export["optical_bands"]) if export.get("optical_bands") else None,
-                            outputs=OUTPUT_NAMES, probabilities_dtype="float32")
-    wrapper = ExportableASANet(model, model.metadata, options).eval()
-    meta = model.metadata.with_export(input=options.input, outputs=list(OUTPUT_NAMES),
-                                      optical_bands=list(options.resolved_bands(model.metadata)))
-
-    def run(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            outs = wrapper(torch.from_numpy(np.ascontiguousarray(feed["optical"], np.float32)),
-                           torch.from_numpy(np.ascontiguousarray(feed["sar"], np.float32)))
-        return {n: o.numpy() for n, o in zip(OUTPUT_NAMES, outs)}
-
-    return Artifact(name, meta, OUTPUT_NAMES, run, kind="torch")
+    return open_runner(path, backend=backend)
 
 
 # ---------------------------------------------------------------------------------------------------- inputs
@@ -141,16 +109,9 @@ def make_inputs(meta: ModelMetadata, tile: int = 256, batch: int = 1, seed: int 
     from .calibration import synthetic_tiles
 
     tiles = synthetic_tiles(batch, tile, seed)
-    optical = np.concatenate([t.optical for t in tiles])
-    sar = np.concatenate([t.sar for t in tiles])
-    export = meta.export or {}
-    if export.get("input", "raw") == "normalized":
-        bands = tuple(export.get("optical_bands") or meta.optical_channels)
-        perm = [bands.index(c) for c in meta.optical_channels]
-        optical = (optical[:, perm] - np.array(meta.optical_mean, np.float32).reshape(1, 3, 1, 1)) / np.array(
-            meta.optical_std, np.float32).reshape(1, 3, 1, 1)
-        sar = np.repeat((sar - np.float32(meta.sar_mean[0])) / np.float32(meta.sar_std[0]), 3, axis=1)
-    return {"optical": optical.astype(np.float32), "sar": sar.astype(np.float32)}
+    optical = np.concatenate([t.optical for t in tiles]).astype(np.float32)
+    sar = np.concatenate([t.sar for t in tiles]).astype(np.float32)
+    return {k: np.asarray(v, np.float32) for k, v in model_feed(meta, optical, sar).items()}
 
 
 def load_inputs(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -208,8 +169,12 @@ def compare_artifacts(a: Any, b: Any, *, inputs: Mapping[str, np.ndarray] | str 
     """Run the same inputs through ``a`` and ``b`` (paths or in-memory networks) and compare common outputs."""
     # open the graph side first: a checkpoint follows its input contract (raw/normalised, band order)
     a_first = not (_is_torch(a) and not _is_torch(b))
-    first = open_artifact(a if a_first else b, dataset=dataset)
-    second = open_artifact(b if a_first else a, like=first.metadata, dataset=dataset)
+    first = open_side(a if a_first else b, dataset=dataset)
+    try:
+        second = open_side(b if a_first else a, like=first.metadata, dataset=dataset)
+    except BaseException:
+        first.close()
+        raise
     art_a, art_b = (first, second) if a_first else (second, first)
     try:
         if isinstance(inputs, (str, os.PathLike)):
@@ -219,18 +184,19 @@ def compare_artifacts(a: Any, b: Any, *, inputs: Mapping[str, np.ndarray] | str 
         else:
             feed = make_inputs(first.metadata, tile, batch, seed)
             described = f"synthetic, seed {seed}, batch {batch}, tile {tile}x{tile}"
-        described += f" ({(first.metadata.export or {}).get('input', 'raw')} input)"
-        common = [o for o in art_a.outputs if o in art_b.outputs]
+        described += f" ({first.inputs.kind} input)"
+        out_names_a, out_names_b = tuple(art_a.output_names), tuple(art_b.output_names)
+        common = [o for o in out_names_a if o in out_names_b]
         if outputs:
             missing = [o for o in outputs if o not in common]
             if missing:
-                raise AsanetError(f"--outputs {','.join(missing)}: not produced by both (A: {', '.join(art_a.outputs)}; "
-                                  f"B: {', '.join(art_b.outputs)})")
+                raise AsanetError(f"--outputs {','.join(missing)}: not produced by both (A: {', '.join(out_names_a)}; "
+                                  f"B: {', '.join(out_names_b)})")
             common = list(outputs)
         if not common:
-            raise AsanetError(f"{art_a.name} and {art_b.name} share no output (A: {', '.join(art_a.outputs)}; "
-                              f"B: {', '.join(art_b.outputs)})")
-        out_a, out_b = art_a.run(feed), art_b.run(feed)
+            raise AsanetError(f"{art_a.path} and {art_b.path} share no output (A: {', '.join(out_names_a)}; "
+                              f"B: {', '.join(out_names_b)})")
+        out_a, out_b = art_a.infer(feed, common), art_b.infer(feed, common)
         results = [compare_outputs(n, np.asarray(out_a[n]), np.asarray(out_b[n]), atol, rtol, worst)
                    for n in common]
     finally:
@@ -239,7 +205,7 @@ def compare_artifacts(a: Any, b: Any, *, inputs: Mapping[str, np.ndarray] | str 
     passed = all(r.passed is not False for r in results)
     if min_agreement is not None:
         passed = passed and all(r.argmax_agreement is None or r.argmax_agreement >= min_agreement for r in results)
-    return Comparison(art_a.name, art_b.name, described, results, passed)
+    return Comparison(art_a.path, art_b.path, described, results, passed)
 
 
 def _is_torch(source: Any) -> bool:

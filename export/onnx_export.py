@@ -21,7 +21,8 @@ from torch import nn
 
 from asanet_rt.errors import AsanetError
 from asanet_rt.io_utils import atomic_output
-from asanet_rt.metadata import METADATA_KEY, ModelMetadata
+from asanet_rt.metadata import METADATA_KEY, ModelInputs, ModelMetadata
+from asanet_rt.model_files import check_onnx_file
 
 from .graph_ops import prepare_for_export
 from .network import MIN_INPUT_SIZE, ASANetSegmentor
@@ -72,6 +73,11 @@ class ExportOptions:
     def resolved_bands(self, meta: ModelMetadata) -> tuple[str, ...]:
         return tuple(self.optical_bands) if self.optical_bands else tuple(meta.optical_channels)
 
+    def inputs(self, meta: ModelMetadata) -> ModelInputs:
+        """What the exported file will accept (the runtime's typed view), e.g. its ``default_tile``."""
+        return meta.with_export(input=self.input, optical_bands=list(self.resolved_bands(meta)),
+                                outputs=list(self.outputs), tile=list(self.tile), batch=list(self.batch)).inputs
+
 
 class ExportableASANet(nn.Module):
     """The network plus pre-processing (band order, normalisation, SAR replication) and the chosen outputs."""
@@ -117,7 +123,7 @@ class ExportResult:
 def trace_to_onnx(model: ASANetSegmentor, meta: ModelMetadata, options: ExportOptions) -> onnx.ModelProto:
     """Trace the wrapped network into an in-memory ONNX model (float32, portable or plugin flavour)."""
     wrapper = ExportableASANet(model, meta, options)
-    size = max(options.tile[0], min(options.tile[1], meta.native_tile))
+    size = options.inputs(meta).default_tile
     sar_channels = 1 if wrapper.raw else 3
     example = (torch.rand(options.batch[0], 3, size, size) * 255, torch.rand(options.batch[0], sar_channels, size,
                                                                              size) * 255)
@@ -194,6 +200,7 @@ def save_onnx(model: onnx.ModelProto, out_path: str | os.PathLike, *, overwrite:
 
 def read_metadata(path: str | os.PathLike) -> ModelMetadata:
     """The asanet-rt metadata of an ONNX file."""
+    check_onnx_file(path)
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:

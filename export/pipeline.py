@@ -113,7 +113,7 @@ def model_inputs(tiles: Sequence[Tile], meta: ModelMetadata, options: ExportOpti
 
 def _tiles(sources: Sequence[str] | None, meta: ModelMetadata, options: ExportOptions, precision: PrecisionOptions,
            count: int, labelled: bool = False) -> list[Tile]:
-    edge = precision.calib_tile or max(options.tile[0], min(options.tile[1], meta.native_tile))
+    edge = precision.calib_tile or options.inputs(meta).default_tile
     bands = options.resolved_bands(meta)
     tiles = read_tiles(sources, bands, edge, count, precision.scaling,
                        num_classes=meta.num_classes if labelled else None)
@@ -171,7 +171,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
         eval_tiles, held = calib, not int8
         source = "the calibration tiles themselves (in-sample)" if int8 else "tiles from --calib"
     else:
-        edge = precision.calib_tile or max(options.tile[0], min(options.tile[1], meta.native_tile))
+        edge = precision.calib_tile or options.inputs(meta).default_tile
         eval_tiles = model_inputs(synthetic_tiles(SYNTHETIC_TILES, edge), meta, options)
         source, held = "synthetic smooth images (no --calib or --labels given)", True
     if precision.precision == "int8" and calib and in_sample is None and eval_tiles is not calib:

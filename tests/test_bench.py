@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from asanet_rt import bench
+from asanet_rt.bench import env as bench_env
 from asanet_rt.cli import main
 from asanet_rt.errors import AsanetError
 from asanet_rt.export.network import build_model
@@ -156,14 +157,16 @@ def test_openvino_peer(models):
     assert ov["error"] is None and ov["runtime"]["openvino_config"]["INFERENCE_NUM_THREADS"] == "1"
     assert ov["runtime"]["execution_precision"] == "f32"
     assert report["results"][1]["vs_baseline"]["e2e_speedup_p50"] > 0
-    # Same numbers as ONNX Runtime on the same inputs.
+    # Same numbers as ONNX Runtime on the same inputs, both opened the way the worker opens them.
     optical, sar = bench.make_inputs(2, 64, seed=1)
     st = settings.resolved()
-    ov_target = bench.open_target(bench.ModelSpec(str(models["onnx"]), "openvino", "x"), st)
-    ort_target = bench.open_target(bench.ModelSpec(str(models["onnx"]), "onnxruntime", "y"), st)
-    ov_target.prepare(2, 64)
-    np.testing.assert_allclose(ov_target.run(optical, sar)["probabilities"],
-                               ort_target.run(optical, sar)["probabilities"], atol=1e-5)
+    with bench.open_model(bench.ModelSpec(str(models["onnx"]), "openvino", "x"), st) as ov_runner, \
+            bench.open_model(bench.ModelSpec(str(models["onnx"]), "onnxruntime", "y"), st) as ort_runner:
+        assert ov_runner.runtime_info()["intra_op_threads"] == 1 and ov_runner.precision == "f32"
+        ov_runner.prepare(2, 64)
+        feed = {"optical": optical, "sar": sar}
+        np.testing.assert_allclose(ov_runner.infer(feed)["probabilities"], ort_runner.infer(feed)["probabilities"],
+                                   atol=1e-5)
 
 
 def test_bad_model_arguments(models, tmp_path):
@@ -172,12 +175,48 @@ def test_bad_model_arguments(models, tmp_path):
     (tmp_path / "weights.bin").write_bytes(b"x")
     with pytest.raises(AsanetError, match=r"weights\.bin: unknown model file type '\.bin'"):
         bench.parse_model(str(tmp_path / "weights.bin"))
-    with pytest.raises(AsanetError, match="a checkpoint file cannot run on backend openvino"):
+    with pytest.raises(AsanetError, match="backend openvino runs onnx files; checkpoint files run on torch"):
         bench.parse_model(f"{models['ckpt']}@openvino")
+    with pytest.raises(AsanetError, match="backend tensorrt runs engine files"):
+        bench.parse_model(f"{models['onnx']}@trt")
     assert bench.parse_model(f"{models['ckpt']}", torch_compile=True).backend == "torch-compile"
     with pytest.raises(AsanetError, match="--tile 16"):
         bench.BenchSettings(tiles=(16,)).resolved()
     assert main(["bench", str(tmp_path / "missing.onnx")]) == 2
+
+
+def test_model_names_come_from_the_registry(models, tmp_path):
+    """Every registry alias works after '@' and reports the canonical name; an '@' in a file name is a path."""
+    onnx = str(models["onnx"])
+    for alias, name in (("ort", "onnxruntime"), ("ov", "openvino"), ("OpenVINO", "openvino"),
+                        ("cpu", "onnxruntime"), ("ort-cuda", "onnxruntime-cuda"), ("ort-trt", "onnxruntime-tensorrt")):
+        assert bench.parse_model(f"{onnx}@{alias}").backend == name
+    assert bench.parse_model(f"{models['ckpt']}@eager").backend == "torch"
+    assert bench.parse_model(f"{models['ckpt']}@compile").backend == "torch-compile"
+    odd = tmp_path / "run@2.onnx"
+    odd.write_bytes(models["onnx"].read_bytes())
+    assert bench.parse_model(str(odd)) == bench.ModelSpec(str(odd), "onnxruntime")
+    specs = bench.expand_models([onnx, f"{onnx}@ov"], openvino=False)
+    assert [s.label for s in specs] == ["small.onnx (onnxruntime)", "small.onnx (openvino)"]
+
+
+def test_runner_options_follow_the_registry():
+    """threads only where the backend takes them; torch_device to torch; the OpenVINO precision to OpenVINO."""
+    st = bench.BenchSettings(threads=3, torch_device="cuda:1", openvino_precision="bf16").resolved()
+    assert st.runner_options("onnxruntime") == {"threads": 3}
+    assert st.runner_options("onnxruntime-cuda") == {"threads": 3}
+    assert st.runner_options("openvino") == {"threads": 3, "precision": "bf16"}
+    assert st.runner_options("torch") == {"threads": 3, "torch_device": "cuda:1"}
+    assert st.runner_options("torch-compile") == {"threads": 3, "torch_device": "cuda:1"}
+    assert st.runner_options("tensorrt") == st.runner_options("tensorrt_rtx") == {}
+
+
+def test_cpuinfo_parsing():
+    x86 = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu avx2 fma avx512f avx512_vnni amx_tile\n"
+    assert bench_env.parse_cpuinfo(x86) == ("AMD EPYC 9R14", ["avx2", "fma", "avx512f", "avx512_vnni", "amx_tile"])
+    arm = "processor\t: 0\nFeatures\t: fp asimd evtstrm sve\nCPU part\t: 0xd4f\n"
+    assert bench_env.parse_cpuinfo(arm) == (None, ["asimd", "sve"])
+    assert bench_env.parse_cpuinfo("") == (None, [])
 
 
 def test_broken_model_is_reported_not_fatal(models, tmp_path):
@@ -193,7 +232,13 @@ def test_broken_model_is_reported_not_fatal(models, tmp_path):
 
 
 def test_modules_do_not_import_torch():
-    code = ("import sys, asanet_rt.bench, asanet_rt.bench_cli, asanet_rt.evaluate, asanet_rt.cli; "
-            "asanet_rt.cli.build_parser(); print('torch' in sys.modules)")
+    """bench, eval and their parts reach the export stage only through the registry, when a checkpoint is opened."""
+    code = ("import sys, asanet_rt.bench, asanet_rt.bench_cli, asanet_rt.evaluate; "
+            "import asanet_rt.bench.measure, asanet_rt.bench.run, asanet_rt.bench.report, asanet_rt.bench.plot; "
+            "import asanet_rt.datasets, asanet_rt.labels, asanet_rt.model_summary, asanet_rt.versions; "
+            "print([m for m in ('torch', 'asanet_rt.export', 'asanet_rt.engines') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    code = "import sys, asanet_rt.cli; asanet_rt.cli.build_parser(); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

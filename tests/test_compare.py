@@ -86,3 +86,35 @@ def test_compare_errors_name_the_problem(artifacts, tmp_path):
         compare_artifacts(paths["fp32"], paths["normalized"])
     with pytest.raises(AsanetError, match="not produced by both"):
         compare_artifacts(paths["fp32"], paths["fp16"], outputs=["classes"])
+
+
+def test_sides_are_runners_checkpoint_file_included(artifacts, tmp_path):
+    """Both sides run through the one Runner interface: an in-memory network via TorchRunner.from_model (following
+    the graph's contract), a checkpoint file the same way, ONNX through the registry."""
+    import torch
+
+    from asanet_rt.backends import Runner
+    from asanet_rt.export.compare import open_side
+    from asanet_rt.export.torch_runner import TorchRunner
+
+    model, paths = artifacts
+    graph = open_side(paths["normalized"])
+    torch_side = open_side(model, like=graph.metadata)
+    try:
+        assert isinstance(graph, Runner) and isinstance(torch_side, TorchRunner)
+        assert torch_side.inputs.kind == "normalized" and torch_side.backend == "torch"
+        assert set(torch_side.output_names) == {"logits", "probabilities", "classes", "confidence"}
+        feed = make_inputs(graph.metadata, tile=64, seed=4)
+        assert feed["sar"].shape[1] == 3  # normalised input: SAR replicated, as the graph takes it
+        out = torch_side.infer(feed, ["classes"])
+        assert list(out) == ["classes"] and out["classes"].shape == (1, 64, 64)
+        np.testing.assert_array_equal(out["classes"], graph.infer(feed)["classes"])
+    finally:
+        graph.close()
+        torch_side.close()
+    raw = TorchRunner.from_model(model)
+    assert raw.inputs.kind == "raw" and raw.inputs.optical_bands == tuple(model.metadata.optical_channels)
+    ckpt = tmp_path / "net.pth"
+    torch.save(model.state_dict(), ckpt)
+    result = compare_artifacts(ckpt, paths["fp32"], tile=64, seed=6, atol=1e-4)
+    assert result.a == str(ckpt) and result.passed and result.outputs[0].argmax_agreement == 1.0

@@ -274,3 +274,76 @@ def test_checkpoint_onnx_and_openvino_agree(toy, folder_case, tmp_path):
     if importlib.util.find_spec("openvino") is not None:
         by_ov = evaluate(toy, root, backend="openvino", threads=1)
         np.testing.assert_array_equal(by_ov.scores.confusion, evaluate(toy, root, threads=1).scores.confusion)
+
+
+def test_label_map_forms(tmp_path):
+    """Inline pairs, JSON (object or pairs), two-column CSV/text with a header; the ignore word; clear errors."""
+    from asanet_rt.labels import LabelMap
+
+    inline = LabelMap.parse("1:0, 2:1,5:ignore")
+    assert inline.table == ((1, 0), (2, 1), (5, None)) and inline.describe() == "1:0,2:1,5:ignore"
+    (tmp_path / "m.json").write_text('{"1": 0, "2": 1, "5": null}')
+    (tmp_path / "pairs.json").write_text("[[1, 0], [2, 1], [5, \"ignore\"]]")
+    (tmp_path / "m.csv").write_text("value,class\n1,0\n2,1  # trees\n\n5,ignore\n")
+    (tmp_path / "m.txt").write_text("1 0\n2\t1\n5 -\n")
+    for name in ("m.json", "pairs.json", "m.csv", "m.txt"):
+        assert LabelMap.parse(str(tmp_path / name)).table == inline.table, name
+    assert LabelMap.parse({1: 0, 2: 1, 5: None}).table == inline.table
+    assert LabelMap.parse(None, default="whu").name == "whu" and not LabelMap.parse("reduce-zero").explicit
+    for bad, message in (("1:0,1:2", "value 1 is mapped twice"), ("1:x", "whole numbers"),
+                         ("nonsense", "give identity, whu, reduce-zero"), ("1:-2", "negative"),
+                         ("10:0,20:1.5", r"20:1\.5 is not VALUE:CLASS"),
+                         (str(tmp_path / "absent.csv"), "absent.csv: file not found")):
+        with pytest.raises(AsanetError, match=message):
+            LabelMap.parse(bad)
+    (tmp_path / "broken.json").write_text("{1: 0")
+    with pytest.raises(AsanetError, match="broken.json: not valid JSON"):
+        LabelMap.parse(str(tmp_path / "broken.json"))
+    with pytest.raises(AsanetError, match=r"--label-map 1:0,2:7: 2:7 names a class the model does not have"):
+        LabelMap.parse("1:0,2:7").check(4)
+    LabelMap.parse("1:0,2:255").check(4)  # the ignore index is a valid target
+
+    classes, unmapped = inline.apply(np.array([[1, 2, 5], [3, 255, 3]], np.uint8))
+    np.testing.assert_array_equal(classes, [[0, 1, 255], [255, 255, 255]])
+    assert unmapped == {3: 2}  # 5 is mapped to ignore and 255 is the ignore index: neither is reported
+
+
+def test_label_map_renumbers_another_dataset(toy, folder_case, tmp_path):
+    """Labels stored as 1..K plus a nodata 0 (Esri-style numbering) score like class indices once mapped."""
+    root, _, _ = folder_case
+    esri = tmp_path / "esri"
+    for sub in ("optical", "sar", "label"):
+        for f in (root / sub).iterdir():
+            with rasterio.open(f) as src:
+                data = src.read()
+            if sub == "label":
+                data = np.where(data < K, data + 1, data).astype(np.uint8)  # classes 0..3 stored as 1..4
+                data[0, -1, :3] = 0  # nodata, not in the map
+            write_tif(esri / sub / f.name, data)
+    ref = evaluate(toy, root, threads=1)
+    unmapped_by_default = evaluate(toy, esri, threads=1)
+    assert not np.array_equal(unmapped_by_default.scores.confusion, ref.scores.confusion)
+    spec = ",".join(f"{c + 1}:{c}" for c in range(K))
+    mapped = evaluate(toy, esri, threads=1, label_map=spec)
+    # Only the 6 nodata pixels differ (3 per image): they are not scored, and reported.
+    assert ref.scores.confusion.sum() - mapped.scores.confusion.sum() == 6
+    assert mapped.dataset["label_map"] == spec
+    assert any("--label-map does not name: 0 (6 px), 9 (5 px)" in w for w in mapped.warnings)
+    (tmp_path / "esri.csv").write_text("value,class\n0,ignore\n9,ignore\n" + "".join(f"{c + 1},{c}\n" for c in range(K)))
+    out = tmp_path / "esri.json"
+    assert main(["eval", str(toy), "--data", str(esri), "--label-map", str(tmp_path / "esri.csv"), "--threads", "1",
+                 "--json", str(out), "-q"]) == 0
+    data = json.loads(out.read_text())
+    assert data["metrics"]["confusion_matrix"] == mapped.scores.confusion.tolist()
+    assert not any("does not name" in w for w in data["warnings"])
+    assert main(["eval", str(toy), "--data", str(esri), "--label-map", "1:0,2:9"]) == 2
+
+
+def test_eval_opens_models_through_the_registry(toy, folder_case):
+    """Backend names and options go through the one registry: aliases work, wrong kinds are refused clearly."""
+    root, _, _ = folder_case
+    assert evaluate(toy, root, backend="ort", threads=1).model["backend"] == "onnxruntime"
+    with pytest.raises(AsanetError, match="backend torch runs checkpoint files"):
+        evaluate(toy, root, backend="torch")
+    with pytest.raises(AsanetError, match="backend tensorrt runs engine files"):
+        evaluate(toy, root, backend="trt")

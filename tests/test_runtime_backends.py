@@ -82,9 +82,9 @@ def test_engine_without_tensorrt_module_is_a_clear_error(tmp_path, monkeypatch):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"\0" * 16)
     monkeypatch.setitem(sys.modules, "asanet_rt.backends.tensorrt", None)  # import now fails as if absent
-    with pytest.raises(AsanetError, match=r"model\.engine: engine support is not part of this install"):
+    with pytest.raises(AsanetError, match=r"model\.engine: TensorRT support is not part of this install"):
         open_runner(engine)
-    with pytest.raises(AsanetError, match="cannot run on onnxruntime"):
+    with pytest.raises(AsanetError, match="backend onnxruntime runs onnx files; engine files run on tensorrt"):
         open_runner(engine, backend="onnxruntime")
 
 
@@ -111,3 +111,60 @@ def test_tensorrt_provider_profile_comes_from_the_metadata(tmp_path, monkeypatch
     assert trt_opts["trt_profile_opt_shapes"] == "optical:4x3x256x256,sar:4x1x256x256"  # native 512, clipped
     assert trt_opts["trt_profile_max_shapes"] == "optical:4x3x256x256,sar:4x1x256x256"
     assert trt_opts["trt_max_workspace_size"] == 1 << 30 and (tmp_path / "ort_trt").is_dir()
+
+
+# -- the registry -------------------------------------------------------------------------------------------------
+def test_one_table_names_every_backend_and_alias():
+    from asanet_rt.backends import ALIASES, BACKEND_NAMES, canonical_name, get_backend
+
+    assert set(BACKEND_NAMES) >= {"auto", "onnxruntime", "openvino", "onnxruntime-cuda", "onnxruntime-tensorrt",
+                                  "tensorrt", "tensorrt_rtx", "torch"}
+    for alias, name in {"ort": "onnxruntime", "ov": "openvino", "trt": "tensorrt", "rtx": "tensorrt_rtx",
+                        "tensorrt-rtx": "tensorrt_rtx", "ort-cuda": "onnxruntime-cuda", "eager": "torch"}.items():
+        assert ALIASES[alias] == name and canonical_name(alias.upper()) == name
+    assert get_backend("openvino").kind == "onnx" and get_backend("torch").kind == "checkpoint"
+    with pytest.raises(AsanetError, match="backend 'tflite': choose one of auto, onnxruntime"):
+        get_backend("tflite")
+
+
+def test_file_kind_decides_which_backends_can_open_a_file(tmp_path):
+    from asanet_rt.backends import backends_for, file_kind
+
+    assert file_kind("m.ONNX") == "onnx" and file_kind("m.plan") == "engine" and file_kind("c.safetensors") == "checkpoint"
+    with pytest.raises(AsanetError, match=r"m\.tflite: unknown model file type '\.tflite'"):
+        file_kind("m.tflite")
+    assert [s.name for s in backends_for("onnx", "cpu")] == ["onnxruntime", "openvino"]
+
+
+def test_an_option_the_backend_does_not_take_is_refused_not_ignored(toy_model):
+    with pytest.raises(AsanetError, match="backend onnxruntime does not take zero_copy"):
+        open_runner(toy_model, backend="ort", zero_copy=True)
+    with open_runner(toy_model, backend="ort", threads=None, zero_copy=None) as runner:  # None = not given
+        assert runner.backend == "onnxruntime" and runner.device == "cpu"
+
+
+def test_openvino_runs_the_same_file_with_the_same_numbers(toy_model):
+    pytest.importorskip("openvino")
+    rng = np.random.default_rng(3)
+    feed = {"optical": rng.uniform(0, 255, (2, 3, 64, 96)).astype(np.float32),
+            "sar": rng.uniform(0, 255, (2, 1, 64, 96)).astype(np.float32)}
+    with open_runner(toy_model, "ort", threads=1) as ort, open_runner(toy_model, "openvino", threads=1) as ov:
+        assert ov.backend == "openvino" and ov.output_names == ort.output_names
+        assert ov.metadata == ort.metadata
+        expected = ort.infer(feed)["logits"]
+        np.testing.assert_allclose(ov.infer(feed)["logits"], expected, atol=1e-4)
+        # a second shape compiles again; the first stays usable
+        small = {k: v[:1, :, :32, :32] for k, v in feed.items()}
+        np.testing.assert_allclose(ov.infer(small)["logits"], ort.infer(small)["logits"], atol=1e-4)
+        call, timer = ov.compute_fn(feed)
+        call()
+        assert timer == "perf_counter_ns" and ov.runtime_info()["intra_op_threads"] == 1
+
+
+def test_auto_follows_the_environment_for_onnx_files(toy_model, monkeypatch):
+    from asanet_rt.backends import resolve
+
+    monkeypatch.setenv("ASANET_RT_BACKEND", "ov")
+    assert resolve(toy_model).name == "openvino"
+    monkeypatch.setenv("ASANET_RT_BACKEND", "onnxruntime")
+    assert resolve(toy_model).name == "onnxruntime"

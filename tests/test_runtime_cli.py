@@ -59,3 +59,38 @@ def test_runtime_does_not_import_torch():
             "import asanet_rt.cli; asanet_rt.cli.build_parser(); "
             "assert 'torch' not in sys.modules, 'the CLI imported torch'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_classify_on_openvino_with_a_probability_output(toy_model, tmp_path, capsys):
+    import numpy as np
+    import pytest
+
+    pytest.importorskip("openvino")
+    opt, sar, *_ = write_pair(tmp_path, 96, 80, seed=2)
+    maps = {}
+    for backend in ("ort", "openvino"):
+        out = tmp_path / f"{backend}.tif"
+        assert main(["classify", str(opt), str(sar), "-o", str(out), "--model", str(toy_model), "--backend", backend,
+                     "--threads", "1", "--probabilities", str(tmp_path / f"p_{backend}.tif"), "--no-progress",
+                     "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert summary["backend"] == {"ort": "onnxruntime"}.get(backend, backend)
+        assert summary["outputs"]["probabilities"] == str(tmp_path / f"p_{backend}.tif")
+        with rasterio.open(tmp_path / f"p_{backend}.tif") as src:
+            maps[backend] = src.read()
+    np.testing.assert_allclose(maps["openvino"], maps["ort"], atol=1e-4)
+
+
+def test_classify_refuses_unknown_backends_and_options_they_do_not_take(toy_model, tmp_path, capsys):
+    import pytest
+
+    opt, sar, *_ = write_pair(tmp_path, 64, 64)
+    base = ["classify", str(opt), str(sar), "-o", str(tmp_path / "lc.tif"), "--model"]
+    with pytest.raises(SystemExit):
+        main(base + [str(toy_model), "--backend", "tflite"])
+    assert "backend 'tflite': choose one of auto, onnxruntime" in capsys.readouterr().err
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"\0" * 64)
+    assert main(base + [str(engine), "--threads", "2"]) == 2
+    assert "backend tensorrt does not take threads" in capsys.readouterr().err
+    assert not (tmp_path / "lc.tif").exists()
