@@ -28,3 +28,11 @@ def parity_fixture() -> Path:
     if not (PARITY_FIXTURE / "checkpoint.pth").is_file():
         pytest.skip(f"{PARITY_FIXTURE} is absent (official-code parity fixture lives in ../shared)")
     return PARITY_FIXTURE
+
+
+@pytest.fixture(autouse=True)
+def _fixed_cpu_backend(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests run ONNX files on ONNX Runtime unless they test ``backend="auto"`` itself (they delete the variable):
+    the speed probe would time every fresh toy model, and the cache goes to a temporary folder, not the user's."""
+    monkeypatch.setenv("ASANET_RT_BACKEND", os.environ.get("ASANET_RT_BACKEND", "onnxruntime"))
+    monkeypatch.setenv("ASANET_RT_CACHE", str(tmp_path_factory.getbasetemp() / "asanet_rt_cache"))

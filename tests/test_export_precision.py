@@ -226,12 +226,18 @@ def test_plugin_int8_runs_and_matches_portable_int8(exports, terramind, small_mo
     assert {n.op_type for n in model.graph.node if n.domain == "asanet"} == {"GRN", "SFM", "CFMGate", "CFMFuse"}
     # Q/DQ stay outside the fused ops: function bodies hold no quantisation
     assert not any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for f in model.functions for n in f.node)
-    # the same quantisation: every convolution's input has the portable graph's scale and zero point
+    # the same quantisation: every convolution's input has the portable graph's scale and zero point (to float
+    # rounding: the cpu form computes GELU and GRN with other ops), except the second pointwise conv of each
+    # block: the cpu form feeds it GRN's output without beta (folded into its bias), the plugin flavour GRN's own
     portable_model = onnx.load(str(exports["int8_cpu"].path))
     scales_plugin, scales_portable = _input_qparams(model), _input_qparams(portable_model)
     shared = set(scales_plugin) & set(scales_portable)
     assert len(shared) >= len(scales_plugin) - 4  # CFM's stacked fc1/fc2 conv has its own name in the plugin graph
-    assert all(scales_plugin[n] == scales_portable[n] for n in shared)
+    after_grn = {n for n in shared if "/stages." in n and n.endswith("/Conv_1")}
+    assert len(after_grn) == 2 * sum(ARCH.depths)
+    for name in shared - after_grn:
+        (scale_a, zero_a), (scale_b, zero_b) = scales_plugin[name], scales_portable[name]
+        assert scale_a == pytest.approx(scale_b, rel=1e-3) and abs(zero_a - zero_b) <= 1, name
     # and close numbers: float-noise rounding flips only (no larger than INT8's own error against FP32)
     tiles = read_tiles([terramind], ("red", "green", "blue"), 128, 4)
     plugin = ort_logits(exports["int8_cpu_plugins"].path, tiles)
