@@ -407,15 +407,17 @@ def carry_calibration(portable: onnx.ModelProto, plugins: onnx.ModelProto,
 def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, method: str = "percentile",
               keep_fp: str | Sequence[str] = "auto", artifact: onnx.ModelProto | None = None,
               sensitivity_tiles: Sequence[Tile] | None = None,
-              progress: Callable[[str], None] | None = None) -> Int8Result:
+              progress: Callable[[str], None] | None = None, graph_form: str = "cpu") -> Int8Result:
     """Quantise. ``portable`` is the FP32 portable graph (calibration and sensitivity run on it); ``artifact``
-    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``)."""
+    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``). ``graph_form``: for the
+    ``cpu`` target, ``cpu`` (``graph_cpu.cpu_int8_form``) or ``traced`` (the graph as exported; for
+    benchmarks)."""
     if target not in INT8_TARGETS:
         raise AsanetError(f"--int8-target {target!r}: choose one of {', '.join(INT8_TARGETS)}")
     keep_fp = parse_keep_fp(keep_fp) if not isinstance(keep_fp, tuple) else keep_fp
     portable = name_nodes(copy_model(portable))
     plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
-    if target == "cpu" and not plugin_graph:
+    if target == "cpu" and not plugin_graph and graph_form == "cpu":
         # ONNX Runtime's form of the float work between quantised convolutions (graph_cpu); calibration, the
         # sensitivity pass and the quantiser all see the rewritten graph. The plugin flavour keeps its fused ops.
         portable = cpu_int8_form(portable)
