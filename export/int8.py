@@ -10,7 +10,8 @@ Two targets, because the two consumers want different Q/DQ forms:
   int32 biases; ORT fuses the groups into QLinearConv.
 
 Only Conv, MatMul and Gemm are quantised (where INT8 pays). Kept in float by default: LayerNorm, GRN and
-softmax (not in the quantised op set at all), the SFM/CFM gate MLPs and other convolutions on globally pooled
+softmax (not in the quantised op set at all), the two stems (the first convolution of each stream, whose input
+is the normalised image: on imagery unlike the calibration set its range is exceeded first), the SFM/CFM gate MLPs and other convolutions on globally pooled
 per-channel vectors (no compute to save, and a gate error scales whole channels), and the pooling-matrix
 products of the exact adaptive average pooling (activation x activation, exact averaging). ``keep_fp="auto"``
 adds a sensitivity pass that leaves the layers whose quantisation hurts the logits most in float.
@@ -98,11 +99,15 @@ def node_roles(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     """For every Conv/MatMul/Gemm: ``(role, reason)``; role ``quantize`` or ``float`` (kept by default)."""
     types = value_types(model)
     consts = constant_names(model)
+    stems = stem_convs(model)
     roles = {}
     for node in model.graph.node:
         if node.op_type not in QUANTIZED_OP_TYPES or node.name.endswith(GRN_SUM_OF_SQUARES):
             continue  # GRN's sum of squares is a reduction written as a product: never a quantisation candidate
-        if node.op_type == "MatMul" and not any(i in consts for i in node.input):
+        if node.name in stems:
+            roles[node.name] = ("float", "stem (patchify) convolution on the normalised image: imagery unlike "
+                                         "the calibration set leaves its range here first; negligible compute")
+        elif node.op_type == "MatMul" and not any(i in consts for i in node.input):
             roles[node.name] = ("float", "pooling-matrix product (activation x activation): exact averaging, "
                                          "negligible compute")
         elif is_pooled(types.get(node.input[0])):
@@ -113,6 +118,27 @@ def node_roles(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
         else:
             roles[node.name] = ("quantize", "")
     return roles
+
+
+def stem_convs(model: onnx.ModelProto) -> set[str]:
+    """Convolutions that read the graph inputs through no other convolution (the streams' patchify stems)."""
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    stems, seen = set(), set()
+    stack = [i.name for i in model.graph.input]
+    while stack:
+        tensor = stack.pop()
+        for node in users.get(tensor, []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                stems.add(node.name)
+            else:
+                stack += list(node.output)
+    return stems
 
 
 def conv_macs(model: onnx.ModelProto, tile: int = 256) -> dict[str, float]:

@@ -213,9 +213,9 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
                            held_out=held)
         json_path, md_path = write_report(rep, out_path, overwrite=True)
         vs = rep["vs_reference"]
-        kind = "held-out" if held else "in-sample"
+        kind = ("held-out " if precision.precision == "int8" and calib else "") if held else "in-sample "
         line = (f"accuracy vs {reference_name}: max |logit error| {vs['max_abs_logit_error']:.3g}, argmax "
-                f"agreement {100 * vs['argmax_agreement']:.2f} % on {len(eval_tiles)} {kind} tile(s)")
+                f"agreement {100 * vs['argmax_agreement']:.2f} % on {len(eval_tiles)} {kind}tile(s)")
         if "in_sample" in details:
             line += (f" (in-sample, on {details['in_sample']['tiles']} calibration tile(s): "
                      f"{100 * details['in_sample']['argmax_agreement']:.2f} %)")

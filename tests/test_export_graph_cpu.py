@@ -8,7 +8,7 @@ import onnx
 import pytest
 
 from asanet_rt.export.calibration import make_session, synthetic_tiles
-from asanet_rt.export.graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form, fuse_gelu, rewrite_grn
+from asanet_rt.export.graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form, decompose_softmax, fuse_gelu, rewrite_grn
 from asanet_rt.export.graph_utils import add_outputs, copy_model, logits_tensor, name_nodes
 from asanet_rt.export.network import build_model
 from asanet_rt.export.onnx_export import ExportOptions
@@ -50,6 +50,23 @@ def test_rewrites_are_exact(fp32, mode):
     onnx.checker.check_model(model, full_check=True)
     for feed in feeds():  # batch 1 and 2, a tile size other than the traced one
         np.testing.assert_allclose(logits(model, feed), logits(fp32, feed), rtol=1e-4, atol=2e-4)
+
+
+def test_softmax_decomposition_is_exact_and_the_logits_stay_findable():
+    model = randomise(build_model(ARCH), seed=6)
+    model.metadata = ModelMetadata.build(ARCH, preset=None)
+    graph = name_nodes(copy_model(trace_fp32(model, ExportOptions(outputs=("probabilities",), batch=(1, 2),
+                                                                   tile=(64, 128)))))
+    softmaxes = sum(n.op_type == "Softmax" for n in graph.graph.node)
+    before = logits_tensor(graph)
+    form = copy_model(graph)
+    assert decompose_softmax(form) == softmaxes >= 2  # the CFMs' and the output's
+    assert not any(n.op_type == "Softmax" for n in form.graph.node)
+    assert logits_tensor(form) == before  # the report and the sensitivity pass still find the logits
+    for feed in feeds():
+        got = make_session(form).run(["probabilities"], feed)[0]
+        np.testing.assert_allclose(got, make_session(graph).run(["probabilities"], feed)[0], atol=1e-5)
+        np.testing.assert_allclose(got.sum(1), 1.0, atol=1e-5)
 
 
 def test_cpu_form_runs_fewer_wide_passes(fp32):

@@ -148,6 +148,8 @@ def test_int8_keeps_gates_and_pooling_float_and_reports_why(exports):
     kept = report["int8"]["kept_float"]
     reasons = " ".join(k["reason"] for k in kept)
     assert "SFM gate" in reasons and "CFM gate" in reasons and "pooling-matrix" in reasons
+    stems = [k["name"] for k in kept if k["reason"].startswith("stem")]
+    assert len(stems) == 2 and all("downsample_layers.0" in name for name in stems)  # one per stream
     model = onnx.load(str(exports["int8_cpu"].path))
     made = {o: n for n in model.graph.node for o in n.output}
     for k in kept:  # no kept node reads a DequantizeLinear output
