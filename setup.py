@@ -14,6 +14,9 @@ EXTRAS = {
                "polygraphy>=0.49"],
     "rtx": ["tensorrt-rtx>=1.7", "cuda-python>=12.6"],
     "tensorrt": ["tensorrt>=10.3", "cuda-python>=12.6", "nvidia-ml-py>=12"],
+    # Jetson: TensorRT comes from JetPack (a --system-site-packages venv), never from PyPI (a placeholder there).
+    # cuda-python's major must not exceed the driver's CUDA: 13.x fails on JetPack 6's CUDA 12.6 driver.
+    "jetson": ["cuda-python>=12.6,<13"],
     "cuda": ["pycuda>=2024.1"],
     "cupy": ["cupy-cuda13x>=13"],
     "openvino": ["openvino>=2025.0"],

@@ -10,7 +10,6 @@ import contextlib
 import csv
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -22,7 +21,7 @@ from typing import Any, Callable, Iterable, Sequence, TextIO
 
 from ._version import __version__
 from .errors import AsanetError
-from .io_utils import atomic_output, sha256_file
+from .io_utils import atomic_output, is_gdal_path, remove_leftovers, sha256_file
 from .output_names import check_output_name
 from .sinks import default_outputs
 
@@ -30,17 +29,19 @@ from .sinks import default_outputs
 DONE_DIR = ".done"
 #: Appended to the optical file's stem when the manifest names no output.
 OUTPUT_SUFFIX = "_landcover.tif"
+#: Times a scene is handed to another Ray actor after its actor died under it (a lost node), beyond --retries.
+LOST_LIMIT = 5
 #: Version of the done-record layout; a change invalidates old records.
 RECORD_VERSION = 1
 #: ``classify_scene`` options a batch may set (the rest, such as output paths and progress, are per scene).
 SCENE_OPTIONS = ("tile", "overlap", "batch", "optical_bands", "sar_band", "optical_scale", "sar_scale",
-                 "optical_nodata", "sar_nodata", "sar_resampling", "sidecars")
-_URL = re.compile(r"^(/vsi[a-z0-9_]+/|[a-zA-Z][a-zA-Z0-9+.-]*://)")
+                 "optical_nodata", "sar_nodata", "sar_resampling", "sidecars", "allow_empty")
 
 
 @dataclass(frozen=True)
 class Job:
-    """One scene: its inputs (absolute paths or GDAL URLs, untouched) and its output path inside OUTDIR."""
+    """One scene: its inputs (absolute paths or GDAL URLs, untouched; per-band optical files comma-separated)
+    and its output path inside OUTDIR."""
 
     name: str
     optical: str
@@ -61,16 +62,19 @@ class SceneResult:
     attempts: int = 0
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
-
-
-def is_url(path: str) -> bool:
-    """Whether ``path`` is a GDAL virtual path (``/vsis3/``, ``/vsicurl/`` ...) or a URL, passed through as is."""
-    return bool(_URL.match(path))
+    node: str = ""  # the Ray node that ran it (empty in-process)
 
 
 def _stem(path: str) -> str:
-    """The file stem of a local path or URL (query strings dropped)."""
-    return PurePosixPath(path.split("?", 1)[0].rstrip("/")).stem
+    """The file stem of a local path or URL (query strings dropped); for per-band files, their folder's name."""
+    parts = _parts(path)
+    first = PurePosixPath(parts[0].split("?", 1)[0].rstrip("/"))
+    return first.parent.name or first.stem if len(parts) > 1 else first.stem
+
+
+def _parts(path: str) -> list[str]:
+    """A manifest's optical entry as a list: one raster, or per-band files separated by commas."""
+    return [p.strip() for p in path.split(",")] if "," in path and not os.path.exists(path) else [path]
 
 
 def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> list[Job]:
@@ -95,6 +99,8 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
     seen: dict[str, int] = {}
     for line, row in rows:
         where = f"{manifest}: {line}"
+        if isinstance(row.get("optical"), list):  # JSON: per-band files as a list
+            row = dict(row, optical=",".join(map(str, row["optical"])))
         unknown = set(row) - {"optical", "sar", "output"}
         if unknown:
             raise AsanetError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; expected optical, sar, output")
@@ -102,18 +108,19 @@ def read_manifest(manifest: str | os.PathLike, outdir: str | os.PathLike) -> lis
         if not optical or not sar:
             raise AsanetError(f"{where}: needs both an optical and a sar path")
         name = str(row.get("output") or "").strip() or _stem(optical) + OUTPUT_SUFFIX
-        inputs = (_resolve(optical, base), _resolve(sar, base))
-        check_output_name(name, where, outdir, inputs)
+        optical_files = [_resolve(part, base) for part in _parts(optical)]
+        sar = _resolve(sar, base)
+        check_output_name(name, where, outdir, (*optical_files, sar))
         if name in seen:
             raise AsanetError(f"{where}: output name {name!r} is also the output of {manifest}: {seen[name]}; "
                               f"give the scenes distinct output names")
         seen[name] = line
-        jobs.append(Job(name, *inputs, str(outdir / name)))
+        jobs.append(Job(name, ",".join(optical_files), sar, str(outdir / name)))
     return jobs
 
 
 def _resolve(path: str, base: Path) -> str:
-    if is_url(path):
+    if is_gdal_path(path):
         return path
     p = Path(path).expanduser()
     return str(p if p.is_absolute() else base / p)
@@ -147,9 +154,11 @@ def _csv_rows(manifest: Path, text: str) -> list[tuple[Any, dict[str, Any]]]:
 
 
 # -- fingerprints and done-records ---------------------------------------------------------------------------
-def input_fingerprint(path: str) -> dict[str, Any]:
+def input_fingerprint(path: str) -> dict[str, Any] | list[dict[str, Any]]:
     """A local file's sha256 and size (not its path: moved inputs still match); for a URL only the URL."""
-    if is_url(path):  # hashing it would download it all; GDAL's size/mtime of remote objects is not reliable
+    if len(_parts(path)) > 1:
+        return [input_fingerprint(p) for p in _parts(path)]
+    if is_gdal_path(path):  # hashing it would download it all; GDAL's size/mtime of remote objects is not reliable
         return {"url": path}
     try:
         return {"size": os.path.getsize(path), "sha256": sha256_file(path)}
@@ -186,15 +195,11 @@ def _matches(job: Job, key: dict[str, Any]) -> bool:
 
 
 def _remove_partials(output: Path) -> None:
-    """Delete temporary files a killed worker left for this output (names from ``atomic_output``)."""
-    for leftover in output.parent.glob(f".{glob_escape(output.name)}.*.partial*"):
-        with contextlib.suppress(OSError):
-            leftover.unlink()
+    """Delete temporary files a killed worker (on any node) left for this output and its sidecars."""
+    from .writer import sidecar_paths
 
-
-def glob_escape(name: str) -> str:
-    """``name`` with glob metacharacters escaped."""
-    return re.sub(r"([*?\[])", r"[\1]", name)
+    for path in (output, *sidecar_paths(output)):
+        remove_leftovers(path, any_owner=True)
 
 
 # -- the worker ----------------------------------------------------------------------------------------------
@@ -208,6 +213,7 @@ class SceneWorker:
 
         # no pid: a restarted actor keeps its slot's label, so per-worker times add up per slot
         self.label = f"{worker_id}@{socket.gethostname()}"
+        self.node = _ray_node()
         self.model_sha256 = model_sha256
         self.options = dict(options or {})
         # test hook: the first task anywhere kills its process (marker file = "already crashed once")
@@ -219,7 +225,7 @@ class SceneWorker:
         t0 = time.perf_counter()
         key = _record_key(job, self.model_sha256, self.options)
         if _matches(job, key):
-            return SceneResult(job.name, "skipped", job.output, self.label, time.perf_counter() - t0)
+            return SceneResult(job.name, "skipped", job.output, self.label, time.perf_counter() - t0, node=self.node)
         if self.crash_marker and not os.path.exists(self.crash_marker):
             Path(self.crash_marker).touch()
             os._exit(17)
@@ -240,15 +246,26 @@ class SceneWorker:
         data["megapixels_per_second"] = summary.megapixels_per_second
         body = dict(key, name=job.name, inputs={"optical": job.optical, "sar": job.sar},
                     output={"path": str(output), "size": output.stat().st_size, "sha256": sha256_file(output)},
-                    worker=self.label, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=data)
+                    worker=self.label, node=self.node, finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"), summary=data)
         with atomic_output(record) as tmp:
             tmp.write_text(json.dumps(body, indent=2, default=str))
         return SceneResult(job.name, "done", job.output, self.label, time.perf_counter() - t0,
-                           summary.width * summary.height / 1e6, warnings=messages)
+                           summary.width * summary.height / 1e6, warnings=messages, node=self.node)
 
     def close(self) -> None:
         """Release the model."""
         self.classifier.close()
+
+
+def _ray_node() -> str:
+    """The id of the Ray node this process runs on, or ``""`` outside a Ray worker."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return ""
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - best effort: only a label
+        return ""
 
 
 def _error_text(exc: BaseException) -> str:
@@ -275,6 +292,7 @@ class BatchConfig:
     workers: int | None = None
     cpus_per_worker: float = 1.0
     progress: bool = True
+    allow_host_code: bool = False  # trust a version-compatible engine's embedded code (--allow-engine-host-code)
 
 
 def is_engine(model: str, backend: str) -> bool:
@@ -289,7 +307,8 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
               _crash_marker: str | None = None) -> dict[str, Any]:
     """Classify every scene of ``manifest`` into ``outdir``; returns (and writes) the batch summary."""
     outdir = Path(outdir).resolve()
-    outdir.mkdir(parents=True, exist_ok=True)
+    if outdir.exists() and not outdir.is_dir():
+        raise AsanetError(f"{outdir}: exists and is not a folder; -o names the output folder")
     jobs = read_manifest(manifest, outdir)
     model = str(Path(config.model).resolve())
     if not Path(model).is_file():
@@ -300,6 +319,7 @@ def run_batch(manifest: str | os.PathLike, outdir: str | os.PathLike, config: Ba
     if config.retries < 0:
         raise AsanetError(f"--retries {config.retries}: must be 0 or more")
     model_sha = sha256_file(model)
+    outdir.mkdir(parents=True, exist_ok=True)  # only once the manifest and the options are known to be good
     stream = stream if stream is not None else sys.stderr
     total = len(jobs)
     finished: list[SceneResult] = []
@@ -332,9 +352,12 @@ def _runner_options(config: BatchConfig, threads: int | None) -> dict[str, Any]:
     apply); a per-worker default only to backends that take threads (engines schedule on the GPU)."""
     from .backends import resolve
 
+    options: dict[str, Any] = {}
     if config.threads or (threads and "threads" in resolve(config.model, config.backend).options):
-        return {"threads": threads}
-    return {}
+        options["threads"] = threads
+    if config.allow_host_code:
+        options["allow_host_code"] = True
+    return options
 
 
 def _run_sequential(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfig,
@@ -395,7 +418,7 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
         # threads per CPU worker = its CPU share, so that workers do not oversubscribe the cores
         threads = config.threads or (None if gpu else max(1, int(config.cpus_per_worker)))
         actor_cls = ray.remote(SceneWorker).options(
-            num_cpus=config.cpus_per_worker, num_gpus=1 if gpu else 0,
+            num_cpus=config.cpus_per_worker, num_gpus=1 if gpu else 0, scheduling_strategy="SPREAD",
             # restarts bounded by the total number of attempts the batch may make
             max_restarts=max(1, len(jobs) * (config.retries + 1)), max_task_retries=config.retries)
         actors = [actor_cls.remote(i, model, config.backend, 0 if gpu else config.device,
@@ -404,21 +427,37 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
         # Ray retries application errors too, up to max_task_retries (a corrupt input fails retries + 1 times)
         run = [a.run.options(retry_exceptions=True, max_task_retries=config.retries) for a in actors]
         queue, idle, pending = deque(jobs), deque(range(workers)), {}
+        resting: dict[int, float] = {}  # actor slot -> when to use it again (its actor was lost with its node)
+        lost: dict[str, int] = {}  # scene -> times its actor was lost under it
         while queue or pending:
+            now = time.monotonic()
+            for i in [i for i, t in resting.items() if t <= now]:
+                idle.append(i)
+                del resting[i]
             # at most one scene in flight per actor: back-pressure, and a free actor takes the next scene
             while queue and idle:
                 i, job = idle.popleft(), queue.popleft()
                 pending[run[i].remote(job)] = (i, job)
-            ready, _ = ray.wait(list(pending), num_returns=1)
+            if not pending:
+                time.sleep(0.2)  # every slot rests while Ray restarts its actor
+                continue
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5 if resting else None)
             for ref in ready:
                 i, job = pending.pop(ref)
-                idle.append(i)
                 try:
                     result = ray.get(ref)
                     result.attempts = result.attempts or 1
                 except Exception as exc:  # a scene that failed every retry; the others go on
+                    if _actor_lost(exc) and lost.get(job.name, 0) < LOST_LIMIT:
+                        # the worker (or its node) died, not the scene: another actor takes it, this slot
+                        # rests while Ray notices the dead node and restarts its actor elsewhere
+                        lost[job.name] = lost.get(job.name, 0) + 1
+                        queue.appendleft(job)
+                        resting[i] = time.monotonic() + 2.0 ** lost[job.name]
+                        continue
                     result = SceneResult(job.name, "failed", job.output, f"{i}", attempts=config.retries + 1,
                                          error=_error_text(exc))
+                idle.append(i)
                 report(result)
         for a in actors:
             with contextlib.suppress(Exception):
@@ -428,6 +467,13 @@ def _run_ray(jobs: Sequence[Job], model: str, model_sha: str, config: BatchConfi
     finally:
         if started_here:
             ray.shutdown()
+
+
+def _actor_lost(exc: BaseException) -> bool:
+    """Whether a Ray task failed because its actor process or node died (not because of the scene)."""
+    import ray.exceptions
+
+    return isinstance(exc, (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError))
 
 
 def _check_reachable(address: str, timeout: float = 5.0) -> None:
@@ -463,6 +509,8 @@ def _summarise(results: Iterable[SceneResult], jobs: Sequence[Job], wall: float,
         "scenes_per_second": round(len(by["done"]) / wall, 4) if wall > 0 else None,
         "megapixels_per_second": round(mpx / wall, 4) if wall > 0 else None,
         "per_worker": per_worker,
+        "per_node": {node: sum(1 for r in by["done"] if r.node == node)
+                     for node in sorted({r.node for r in by["done"] if r.node})},
         "results": [asdict(r) for r in results],
     }
 

@@ -6,7 +6,7 @@ import json
 import sys
 
 from .backends import backend_help
-from .runtime_cli import add_scene_options, backend_arg, scene_options
+from .runtime_cli import add_engine_trust_option, add_scene_options, backend_arg, scene_options
 
 _EPILOG = """\
 manifest (CSV with a header, or a JSON list of objects); relative paths resolve against the manifest's folder,
@@ -35,6 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
     p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
     p.add_argument("--device", type=int, default=0, help="GPU index without Ray (with Ray, each actor gets its own)")
+    add_engine_trust_option(p)
     p.add_argument("--threads", type=int, default=None,
                    help="ONNX Runtime intra-op threads per worker (default: all cores in-process, else "
                         "--cpus-per-worker)")
@@ -63,7 +64,8 @@ def run_batch_command(args: argparse.Namespace) -> int:
     options = dict(scene_options(args), sidecars=not args.no_sidecars)
     config = BatchConfig(model=args.model, backend=args.backend, device=args.device, threads=args.threads,
                          options=options, retries=args.retries, ray=args.ray, workers=args.workers,
-                         cpus_per_worker=args.cpus_per_worker, progress=not args.no_progress)
+                         cpus_per_worker=args.cpus_per_worker, progress=not args.no_progress,
+                         allow_host_code=args.allow_engine_host_code)
     summary = run_batch(args.manifest, args.outdir, config, summary_path=args.summary)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     sys.stdout.flush()

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .runtime_cli import add_engine_trust_option
+
 
 def _int_list(text: str) -> tuple[int, ...]:
     try:
@@ -49,6 +51,7 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--openvino-precision", default="f32", choices=("f32", "bf16", "f16", "auto"),
                    help="OpenVINO INFERENCE_PRECISION_HINT (default f32: no silent bf16 on CPUs that have it)")
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
+    add_engine_trust_option(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the random input tiles")
     p.add_argument("--in-process", action="store_true",
                    help="run every model in this process (faster start; peak RSS then is not per model)")
@@ -70,7 +73,8 @@ def _bench(args: argparse.Namespace) -> int:
         batches=args.batch, tiles=args.tile, warmup=args.warmup, iterations=args.iterations,
         time_budget_s=args.time_budget, min_iterations=args.min_iterations, threads=args.threads, mode=args.mode,
         seed=args.seed, device=args.device, torch_device=args.torch_device,
-        openvino_precision=args.openvino_precision, isolate=not args.in_process, keep_samples=not args.no_samples)
+        openvino_precision=args.openvino_precision, isolate=not args.in_process, keep_samples=not args.no_samples,
+        allow_engine_host_code=args.allow_engine_host_code)
     if args.pick:
         from .backends.auto import choose_backend
 
@@ -108,6 +112,7 @@ def register_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch", type=int, default=4, help="images of equal size per inference call (default 4)")
     p.add_argument("--threads", type=int, default=0, help="CPU threads (default: physical cores)")
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends")
+    add_engine_trust_option(p)
     p.add_argument("--torch-device", default="cpu", help="device of a checkpoint run: cpu or cuda[:N]")
     p.add_argument("--optical-bands", metavar="B,B,B",
                    help="1-based optical band numbers in the model's band order (default: by colour name; "
@@ -141,7 +146,8 @@ def _eval(args: argparse.Namespace) -> int:
                       batch=args.batch, threads=args.threads, device=args.device, torch_device=args.torch_device,
                       optical_bands=bands, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
                       sar_band=args.sar_band, ignore_index=args.ignore_index, label_map=args.label_map,
-                      limit=args.limit, progress=not args.quiet and sys.stderr.isatty())
+                      limit=args.limit, progress=not args.quiet and sys.stderr.isatty(),
+                      allow_host_code=args.allow_engine_host_code)
     print(result.format())
     if args.json:
         write_eval_json(result, args.json)

@@ -13,6 +13,7 @@ from typing import Sequence
 
 from ._version import __version__
 from .errors import AsanetError
+from .process import Terminated, route_gdal_messages, terminate_as_interrupt
 
 #: Modules with a ``register(subparsers)`` function, in the order of the pipeline.
 COMMAND_MODULES = (
@@ -49,14 +50,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        route_gdal_messages(args.verbose)
+        with terminate_as_interrupt():
+            return int(args.func(args) or 0)
     except AsanetError as exc:
         print(f"asanet-rt {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except ModuleNotFoundError as exc:
         print(f"asanet-rt {args.command}: error: this command needs the Python package {exc.name!r}; "
               f"see the README's install section for the extra that provides it", file=sys.stderr)
         return 2
+    except Terminated as exc:
+        print(f"asanet-rt {args.command}: terminated ({exc})", file=sys.stderr)
+        return 128 + exc.signum
     except KeyboardInterrupt:
         print(f"asanet-rt {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -28,6 +28,7 @@ from typing import Any, Mapping, Sequence
 
 from ._version import __version__
 from .errors import AsanetError
+from .versions import parse_version as _parse_version
 from .io_utils import atomic_output
 from .metadata import MetadataError, ModelMetadata
 
@@ -36,6 +37,8 @@ MAGIC = b"ASANETRT"
 CONTAINER_VERSION = 1
 _PREFIX = struct.Struct("<8sIIQQQ")
 _ALIGN = 4096
+#: Largest JSON header accepted (ours are a few KiB: metadata, profiles, I/O); anything bigger is refused unread.
+MAX_HEADER_BYTES = 1 << 20
 #: What ``compute_capability`` says for an engine built where no GPU was visible (TensorRT-RTX on a CPU).
 NO_GPU = "n/a (built without a GPU)"
 #: TensorRT-RTX's default targets when no compute capability is set on the builder config, as RTX 1.7.1 states
@@ -202,10 +205,17 @@ def _read_prefix(f: Any, path: Path) -> tuple[int, int, int]:
     if version > CONTAINER_VERSION:
         raise EngineFileError(f"{path}: engine container version {version} is newer than this asanet-rt "
                               f"{__version__} reads ({CONTAINER_VERSION}); upgrade asanet-rt")
+    if header_len > MAX_HEADER_BYTES:
+        raise EngineFileError(f"{path}: engine header declares {header_len} bytes, more than the {MAX_HEADER_BYTES} "
+                              f"an asanet-rt header can have; refusing to read it (corrupt or crafted file)")
     size = path.stat().st_size
-    if offset < _PREFIX.size + header_len or offset + length > size:
+    expected_offset = -(-(_PREFIX.size + header_len) // _ALIGN) * _ALIGN
+    if offset != expected_offset or offset + length > size:
         raise EngineFileError(f"{path}: truncated or corrupt engine file (expects {offset + length} bytes, "
                               f"has {size})")
+    if offset + length != size:
+        raise EngineFileError(f"{path}: the header declares a {length}-byte engine ending at byte {offset + length}, "
+                              f"but the file has {size} bytes (corrupt or crafted file); rebuild it")
     return header_len, offset, length
 
 
@@ -250,16 +260,6 @@ def extract_plan(path: str | os.PathLike, out: str | os.PathLike, *, overwrite: 
 # ------------------------------------------------------------------------------------------------------------
 # Compatibility
 # ------------------------------------------------------------------------------------------------------------
-def _parse_version(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in str(text).split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def _parse_cc(value: Any) -> tuple[int, int] | None:
     """'8.7', 'sm_87', '87', (8, 7) -> (8, 7); anything else (None, 'n/a ...') -> None."""
     if value is None:
@@ -279,6 +279,23 @@ def _parse_cc(value: Any) -> tuple[int, int] | None:
 
 def _sm(cc: tuple[int, int]) -> str:
     return f"sm_{cc[0]}{cc[1]}"
+
+
+#: Majors whose version-compatible engines the next major's runtime also runs (NVIDIA's support matrix, TensorRT
+#: 11.4: "TensorRT 10 version-compatible engines can run with a TensorRT 11 runtime, and TensorRT 8 [...] with a
+#: TensorRT 10 runtime. No other combination across major versions is supported").
+_VC_CROSS_MAJOR = {10: 11, 8: 10}
+
+
+def version_compatible_runs(built: tuple[int, ...], runtime: tuple[int, ...]) -> bool:
+    """Whether a version-compatible engine built by TensorRT ``built`` runs on TensorRT ``runtime``: the same
+    major from the building release on, or one of the documented cross-major pairs (10 -> 11, 8 -> 10); never
+    on an older runtime. Version compatibility exists from 8.6 on."""
+    if tuple(built[:2]) < (8, 6) or tuple(runtime[:2]) < (8, 6):
+        return False
+    if built[0] == runtime[0]:
+        return tuple(runtime[:3]) >= tuple(built[:3])
+    return _VC_CROSS_MAJOR.get(built[0]) == runtime[0]
 
 
 def check_compatible(info: EngineInfo, trt_version: str, compute_capability: Any, *, backend: str | None = None,
@@ -306,11 +323,12 @@ def check_compatible(info: EngineInfo, trt_version: str, compute_capability: Any
     here = f"this is {name} {'.'.join(map(str, have[:3]))}{here_gpu}"
     version_compatible = bool(info.compatibility.get("version_compatible"))
     if version_compatible and info.backend == "tensorrt":
-        # Version-compatible engines run on the same or a later TensorRT release of the same major version.
-        if have[0] != want[0] or have[:3] < want[:3]:
+        if not version_compatible_runs(want, have):
             raise IncompatibleEngineError(
                 f"{where}built by {built} with version compatibility, which runs on TensorRT "
-                f"{want[0]}.x from {'.'.join(map(str, want[:3]))} on; {here}; {rebuild}")
+                f"{want[0]}.x from {'.'.join(map(str, want[:3]))} on"
+                f"{f' and on TensorRT {_VC_CROSS_MAJOR[want[0]]}.x' if want[0] in _VC_CROSS_MAJOR else ''}; {here}; "
+                f"{rebuild}")
     elif have[:3] != want[:3]:
         raise IncompatibleEngineError(f"{where}built by {built}; {here}. {name} engines run only on the exact "
                                       f"{name} version that built them; {rebuild}")

@@ -120,7 +120,7 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, layout: str =
              optical_bands: Sequence[int] | None = None, optical_scale: str | Scale = "auto",
              sar_scale: str | Scale = "auto", sar_band: int = 1, ignore_index: int = IGNORE_INDEX,
              label_map: str | LabelMap | Mapping[int, int | None] | None = None, limit: int | None = None,
-             progress: bool = False) -> EvalResult:
+             progress: bool = False, allow_host_code: bool = False) -> EvalResult:
     """Score ``model`` on the dataset at ``data`` (mmseg's IoU metric: counts summed over all images).
 
     ``label_map``: ``identity``, ``whu`` (10..70 / 1..7 -> 0..6, 0 -> ignore), ``reduce-zero`` (mmseg's
@@ -149,6 +149,8 @@ def evaluate(model: str | os.PathLike, data: str | os.PathLike, *, layout: str =
     runner_options: dict[str, Any] = {"threads": int(threads) or None}
     if torch_device != "cpu":
         runner_options["torch_device"] = torch_device
+    if allow_host_code:
+        runner_options["allow_host_code"] = True
     classifier = Classifier.open(model, backend=backend, device=device, **runner_options)
     try:
         meta = classifier.metadata

@@ -1,10 +1,12 @@
 """What an ONNX file holds, for ``asanet-rt inspect`` and the engine builder: I/O, metadata, precision, op flavour.
 
-Torch- and TensorRT-free. Uses the ``onnx`` package when installed (full graph facts); otherwise ONNX Runtime,
-which gives the I/O and the metadata but not the graph's precision or ops.
+Torch- and TensorRT-free. Uses the ``onnx`` package when installed (full graph facts); otherwise ONNX Runtime for
+the I/O and the metadata, and a minimal protobuf scan of the file for the asanet ops and local functions (so the
+engine builder sees a plugin export without ``onnx``); the graph's precision then stays unknown.
 """
 from __future__ import annotations
 
+import mmap
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any, Iterable, Iterator
 
 from .errors import AsanetError
 from .metadata import METADATA_KEY, ModelMetadata
+from . import protowire
 from .model_files import check_onnx_file
 
 #: ONNX domain of the fused ops (docs/design.md, "Plugin ops").
@@ -63,7 +66,7 @@ class OnnxInfo:
             "path": self.path, "kind": "onnx", "reader": self.reader, "producer": self.producer,
             "inputs": [t.to_dict() for t in self.inputs], "outputs": [t.to_dict() for t in self.outputs],
             "opsets": dict(self.opsets), "nodes": self.nodes, "precision": self.precision,
-            "ops_flavour": self.ops_flavour if self.reader == "onnx" else None, "asanet_ops": dict(self.asanet_ops),
+            "ops_flavour": self.ops_flavour, "asanet_ops": dict(self.asanet_ops),
             "local_functions": list(self.local_functions),
             "metadata": self.metadata.to_dict() if self.metadata else None,
         }
@@ -167,4 +170,60 @@ def _read_with_onnxruntime(path: Path) -> OnnxInfo:
     def specs(values: Any) -> list[TensorSpec]:
         return [TensorSpec(v.name, _ORT_TYPES.get(v.type, v.type), list(v.shape)) for v in values]
 
-    return OnnxInfo(str(path), specs(sess.get_inputs()), specs(sess.get_outputs()), meta, reader="onnxruntime")
+    asanet_ops, functions, nodes = scan_asanet_ops(path)
+    return OnnxInfo(str(path), specs(sess.get_inputs()), specs(sess.get_outputs()), meta, asanet_ops=asanet_ops,
+                    local_functions=functions, nodes=nodes, reader="onnxruntime")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A minimal protobuf reader (ModelProto -> graph nodes' op_type/domain, local functions' name/domain)
+# ------------------------------------------------------------------------------------------------------------
+# Field numbers from onnx.proto: ModelProto.graph = 7, ModelProto.functions = 25; GraphProto.node = 1;
+# NodeProto.op_type = 4, NodeProto.domain = 7; FunctionProto.name = 1, FunctionProto.domain = 10.
+_MODEL_GRAPH, _MODEL_FUNCTIONS, _GRAPH_NODE = 7, 25, 1
+_NODE_OP_TYPE, _NODE_DOMAIN, _FUNCTION_NAME, _FUNCTION_DOMAIN = 4, 7, 1, 10
+
+
+def _fields(buf: memoryview, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(field number, start, end) of each length-delimited field in ``buf[start:end]``; other fields skipped."""
+    for number, wire, value in protowire.fields(buf, start, end):
+        if wire == protowire.BYTES:
+            a, b = value  # type: ignore[misc]
+            yield number, a, b
+
+
+def _strings(buf: memoryview, start: int, end: int, wanted: tuple[int, ...]) -> dict[int, str]:
+    return {n: bytes(buf[a:b]).decode("utf-8", "replace") for n, a, b in _fields(buf, start, end) if n in wanted}
+
+
+def scan_asanet_ops(path: str | os.PathLike) -> tuple[dict[str, int], list[str], int]:
+    """asanet-domain op type -> count, local functions (``domain.name``) and the main graph's node count, read
+    straight from the protobuf (no ``onnx`` package). Weights are skipped, never decoded."""
+    path = Path(path)
+    ops: dict[str, int] = {}
+    functions: list[str] = []
+    nodes = 0
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            buf = memoryview(mapped)
+            try:
+                for number, start, end in _fields(buf, 0, len(buf)):
+                    if number == _MODEL_GRAPH:
+                        for field_no, a, b in _fields(buf, start, end):
+                            if field_no != _GRAPH_NODE:
+                                continue
+                            nodes += 1
+                            node = _strings(buf, a, b, (_NODE_OP_TYPE, _NODE_DOMAIN))
+                            if node.get(_NODE_DOMAIN) == ASANET_DOMAIN:
+                                op = node.get(_NODE_OP_TYPE, "")
+                                ops[op] = ops.get(op, 0) + 1
+                    elif number == _MODEL_FUNCTIONS:
+                        fn = _strings(buf, start, end, (_FUNCTION_NAME, _FUNCTION_DOMAIN))
+                        functions.append(f"{fn.get(_FUNCTION_DOMAIN, '')}.{fn.get(_FUNCTION_NAME, '')}")
+            finally:
+                buf.release()
+    except ValueError as exc:
+        raise AsanetError(f"{path}: not a readable ONNX file ({exc})") from exc
+    except OSError as exc:
+        raise AsanetError(f"{path}: cannot read the ONNX file ({exc})") from exc
+    return ops, functions, nodes

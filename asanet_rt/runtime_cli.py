@@ -62,13 +62,23 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
                    help="resampling of SAR onto the optical grid when the grids differ: nearest, bilinear "
                         "(default), cubic, cubic_spline, lanczos, average, mode, min, max, med")
+    g.add_argument("--allow-empty", action="store_true",
+                   help="write an all-nodata map when no pixel has both sensors (default: an error)")
+
+
+def add_engine_trust_option(p: argparse.ArgumentParser) -> None:
+    """``--allow-engine-host-code`` for every command that opens engines (classify, batch, bench, eval, inspect)."""
+    p.add_argument("--allow-engine-host-code", action="store_true",
+                   help="run a version-compatible engine's embedded host code (TensorRT's lean runtime inside the file): only for " \
+                        "engines from a source you trust")
 
 
 def scene_options(args: argparse.Namespace) -> dict:
     """The ``classify_scene`` keyword arguments that ``add_scene_options`` defines."""
     return dict(tile=args.tile, overlap=args.overlap, batch=args.batch, optical_bands=args.optical_bands,
                 sar_band=args.sar_band, optical_scale=args.optical_scale, sar_scale=args.sar_scale,
-                optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling)
+                optical_nodata=args.optical_nodata, sar_nodata=args.sar_nodata, sar_resampling=args.sar_resampling,
+                allow_empty=args.allow_empty)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -79,13 +89,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
                     "blended on probabilities, so no seams appear.",
         epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands)")
+    p.add_argument("optical", help="optical GeoTIFF (3 bands, or pick them with --optical-bands), a GDAL path "
+                                   "(/vsizip/..., /vsicurl/...), or a comma list of single-band files")
     p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
     p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
     p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
     p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads of CPU backends (ONNX Runtime, OpenVINO, torch; default: physical cores)")
+    add_engine_trust_option(p)
     add_scene_options(p)
     g = p.add_argument_group("outputs")
     g.add_argument("--confidence", default=None, metavar="PATH", help="also write the confidence map (COG)")
@@ -109,6 +121,8 @@ def run_classify(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from .classifier import Classifier
+    from .preflight import check_outputs
+    from .scene import split_optical
 
     from .sinks import default_outputs
 
@@ -116,10 +130,13 @@ def run_classify(args: argparse.Namespace) -> int:
                               probabilities=args.probabilities, quicklook=args.quicklook,
                               quicklook_size=args.quicklook_size, quicklook_alpha=args.quicklook_alpha,
                               sidecars=not args.no_sidecars)
+    # refused before the model loads: an output that is a folder, exists, or cannot be written
+    check_outputs([s.path for s in outputs], [*split_optical(args.optical), args.sar], overwrite=args.overwrite)
     # --threads goes to the runner as given: the registry refuses it for backends without CPU threads
     with warnings.catch_warnings(record=True) as caught, \
             Classifier.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                            tile=args.tile, batch=args.batch) as clf:
+                            allow_host_code=args.allow_engine_host_code or None, tile=args.tile,
+                            batch=args.batch) as clf:
         warnings.simplefilter("always")
         summary = clf.classify_scene(args.optical, args.sar, outputs=outputs, **scene_options(args),
                                      overwrite=args.overwrite, progress=not args.no_progress)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import queue
 import threading
@@ -22,10 +23,13 @@ import rasterio.env
 
 from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
-from .io_utils import atomic_output
+from .io_utils import atomic_outputs
+from .metadata import ModelMetadata
+from .plausibility import map_warnings, training_stats
+from .preflight import check_outputs
 from .progress import Progress, format_seconds
 from .scaling import RangeWarning
-from .scene import Scene
+from .scene import Scene, split_optical
 from .tiling import TileGrid, TileSettings
 from .sinks import Sink, SinkContext, default_outputs, ordered
 
@@ -43,6 +47,7 @@ class SceneModel(Protocol):
     """What the scene loop needs of a model (``asanet_rt.Classifier`` is one); no import of it needed here."""
 
     path: str
+    metadata: ModelMetadata
     classes: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     optical_bands: tuple[str, ...]
@@ -85,10 +90,24 @@ class SceneSummary:
     warnings: tuple[str, ...] = ()
     outputs: dict[str, str] = field(default_factory=dict)  # sink kind -> path
     backend: str = ""
+    area_km2: float | None = None  # ground area of the scene (None when its CRS gives no ground unit)
 
     @property
     def megapixels_per_second(self) -> float:
         return self.width * self.height / 1e6 / self.seconds if self.seconds > 0 else float("inf")
+
+    @property
+    def km2_per_second(self) -> float | None:
+        """Ground area classified per second of wall time."""
+        if self.area_km2 is None or self.seconds <= 0:
+            return None
+        return self.area_km2 / self.seconds
+
+    @property
+    def overlap_factor(self) -> float:
+        """How many times each scene pixel went through the model on average (tile overlap and edge padding)."""
+        inferred = (self.tiles - self.tiles_skipped) * self.tile[0] * self.tile[1]
+        return inferred / (self.width * self.height) if self.width * self.height else 0.0
 
     def format(self) -> str:
         """A human-readable report: outputs, speed, and the share of each class."""
@@ -97,8 +116,10 @@ class SceneSummary:
         lines += [f"wrote {p}" for p in (self.confidence, self.quicklook) if p]
         lines.append(f"{self.tiles} tiles of {self.tile[0]} x {self.tile[1]} (overlap {self.overlap}, batch "
                      f"{self.batch}, {self.tiles_skipped} without data skipped) in {format_seconds(self.seconds)} "
-                     f"({self.seconds:.2f} s, {self.megapixels_per_second:.2f} Mpx/s, "
-                     f"model {self.model_seconds:.2f} s)")
+                     f"({self.seconds:.2f} s, {self.megapixels_per_second:.2f} Mpx/s"
+                     + (f", {self.km2_per_second:.2f} km2/s" if self.km2_per_second is not None else "")
+                     + f", model {self.model_seconds:.2f} s on {self.backend or 'the model'}, each pixel "
+                     f"{self.overlap_factor:.2f}x)")
         width = max([len(n) for n in self.class_counts] + [6])
         for name, count in list(self.class_counts.items()) + [("nodata", self.nodata_pixels)]:
             lines.append(f"  {name:<{width}}  {count:>12,d} px  {100.0 * count / total:6.2f} %")
@@ -241,25 +262,12 @@ class _Writer:
 
 
 def _check_outputs(sinks: Sequence[Sink], inputs: Sequence[str | os.PathLike], overwrite: bool) -> None:
-    """Refuse before any work: missing folders, folders as outputs, existing files without ``overwrite``, an
-    output naming an input, two outputs on one path, two sinks of one kind."""
+    """Refuse before any work: two sinks of one kind, and what ``preflight.check_outputs`` refuses (folders as
+    outputs, missing or unwritable folders, existing files without ``overwrite``, an output naming an input)."""
     kinds = [s.kind for s in sinks]
     if len(set(kinds)) != len(kinds):
         raise AsanetError(f"one output of each kind: got {', '.join(kinds)}")
-    paths = [s.path for s in sinks]
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) != len(resolved):
-        raise AsanetError(f"output paths must differ: {', '.join(map(str, paths))}")
-    sources = {Path(p).resolve() for p in inputs}
-    for path, res in zip(paths, resolved):
-        if res in sources:
-            raise AsanetError(f"{path}: is an input; choose another output path")
-        if path.is_dir():
-            raise AsanetError(f"{path}: is a folder; name an output file")
-        if not path.parent.resolve().is_dir():
-            raise AsanetError(f"{path}: output folder {path.parent} does not exist")
-        if path.exists() and not overwrite:
-            raise AsanetError(f"{path}: exists; pass --overwrite to replace it")
+    check_outputs([s.path for s in sinks], inputs, overwrite=overwrite)
 
 
 #: The output keywords of earlier releases, now one ``outputs`` list (still accepted, with a warning).
@@ -273,7 +281,7 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
                    optical_bands: str | Sequence[int] | None = None, sar_band: int = 1,
                    optical_scale: str = "auto", sar_scale: str = "auto", optical_nodata: float | None = None,
                    sar_nodata: float | None = None, sar_resampling: str = "bilinear", overwrite: bool = False,
-                   progress: bool = False, **output_options: Any) -> SceneSummary:
+                   progress: bool = False, allow_empty: bool = False, **output_options: Any) -> SceneSummary:
     """Classify the ``optical`` + ``sar`` GeoTIFF pair into ``outputs`` on the optical raster's grid.
 
     ``outputs`` is a list of sinks (``asanet_rt.sinks``: ``MapSink``, ``ConfidenceSink``, ``ProbabilitySink``,
@@ -282,11 +290,13 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
     model's native tile) overlap by ``overlap`` px and are blended on probabilities; scene edges are padded by
     reflection. SAR on another grid is resampled onto the optical grid (``sar_resampling``). Pixels without
     both sensors get class 255 (nodata). Every output is written under a temporary name and all are renamed
-    when complete; on any failure none is left behind and existing files are untouched.
+    when complete; on any failure none is left behind and existing files are untouched. ``optical`` may also be
+    a list (or comma-separated string) of single-band files. A scene where no pixel has both sensors is an error
+    unless ``allow_empty``.
     """
     t_start = time.perf_counter()
     sinks = _resolve_outputs(output, outputs, output_options)
-    _check_outputs(sinks, [optical, sar], overwrite)
+    _check_outputs(sinks, [*split_optical(optical), sar], overwrite)
     plan = classifier.tile_settings(tile, overlap, batch)
 
     with _gdal_cache(), Scene.open(
@@ -303,16 +313,21 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
         ctx = SinkContext(classifier.classes, classifier.palette, classifier.path, classifier.optical_bands, scene,
                           dict(scene.profile))
         with contextlib.ExitStack() as stack:
-            # entered in finishing order, renamed in reverse: once the map is visible, everything else is too
+            # in finishing order; the first (the map) is moved into place last, so once it is visible all are
+            out = stack.enter_context(atomic_outputs([s.path for s in sinks], overwrite=overwrite))
             for sink in sinks:
-                sink.start(ctx, stack.enter_context(atomic_output(sink.path, overwrite=overwrite)))
+                sink.start(ctx, out[sink.path])
                 stack.callback(sink.abort)
             writer, model_seconds = _stream(classifier, scene, grid, plan.batch, sinks, progress)
+            scene.check_coverage(allow_empty)
             ctx.counts = writer.counts
             for sink in sinks:
                 sink.finish(ctx)
-        messages = scene.warnings()
+        messages = scene.warnings() + map_warnings(writer.counts.tolist(), classifier.classes, scene.input_means(),
+                                                   training_stats(classifier.metadata, classifier.optical_bands),
+                                                   classifier.optical_bands)
         alignment = scene.alignment
+        area = ground_area_km2(scene.profile)
     for message in messages:
         warnings.warn(message, RangeWarning, stacklevel=2)
     by_kind = {s.kind: str(s.path) for s in sinks}
@@ -323,7 +338,25 @@ def classify_scene(classifier: SceneModel, optical: str | os.PathLike, sar: str 
         class_counts=dict(zip(classifier.classes, map(int, writer.counts))), nodata_pixels=writer.nodata,
         confidence=by_kind.get("confidence"), quicklook=by_kind.get("quicklook"),
         sidecars=tuple(by_kind[k] for k in ("style", "attribute_table") if k in by_kind),
-        warnings=tuple(messages), outputs=by_kind, backend=classifier.backend)
+        warnings=tuple(messages), outputs=by_kind, backend=classifier.backend, area_km2=area)
+
+
+def ground_area_km2(profile: dict) -> float | None:
+    """The ground area of a raster grid: from the pixel size in a projected CRS, or for longitude/latitude
+    degrees at the scene centre's latitude; None without a CRS."""
+    crs, transform = profile.get("crs"), profile["transform"]
+    if crs is None:
+        return None
+    width, height = profile["width"], profile["height"]
+    pixel = abs(transform.a * transform.e - transform.b * transform.d)
+    if crs.is_geographic:
+        lat = math.radians((transform * (width / 2, height / 2))[1])
+        # metres per degree of latitude and of longitude at that latitude (WGS 84 ellipsoid, first terms)
+        m_lat = 111132.92 - 559.82 * math.cos(2 * lat) + 1.175 * math.cos(4 * lat)
+        m_lon = 111412.84 * math.cos(lat) - 93.5 * math.cos(3 * lat)
+        return pixel * m_lat * m_lon * width * height / 1e6
+    factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+    return pixel * factor * factor * width * height / 1e6
 
 
 def _resolve_outputs(output: str | os.PathLike | None, outputs: Sequence[Sink] | None,

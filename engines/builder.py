@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import importlib.util
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from asanet_rt._version import __version__
 from asanet_rt.engine_file import NO_GPU, EngineInfo, write_engine_file
 from asanet_rt.errors import AsanetError
 from asanet_rt.io_utils import atomic_output, sha256_file
-from asanet_rt.metadata import ModelMetadata
+from asanet_rt.metadata import TILE_MULTIPLE as _TILE_MULTIPLE
+from asanet_rt.metadata import ModelMetadata, round_up
 from asanet_rt.model_files import check_onnx_file
+from asanet_rt.preflight import check_outputs
 from asanet_rt.onnx_info import ASANET_DOMAIN, OnnxInfo, read_onnx_info
 
 from .backend import TrtBackend, dtype_name, load_backend
@@ -27,8 +30,6 @@ from .backend import TrtBackend, dtype_name, load_backend
 log = logging.getLogger(__name__)
 
 PLUGIN_MODES = ("auto", "aot", "v3", "none")
-#: ASANet downsamples by 32; the export contract keeps tile edges multiples of it.
-_TILE_MULTIPLE = 32
 Range = tuple[int, int, int]
 
 
@@ -40,11 +41,11 @@ def default_ranges(meta: ModelMetadata | None) -> tuple[Range, Range]:
 
     Opt batch is the maximum because the scene pipeline fills batches; only a scene's last batch is smaller.
     """
-    export = dict(meta.export or {}) if meta else {}
-    bmin, bmax = (int(v) for v in export.get("batch", (1, 1)))
-    native = meta.native_tile if meta else 512
-    tmin, tmax = (int(v) for v in export.get("tile", (native, native)))
-    return (bmin, bmax, bmax), (tmin, min(max(native, tmin), tmax), tmax)
+    if meta is None or not meta.export:
+        return (1, 1, 1), (512, 512, 512)
+    inputs = meta.inputs
+    (bmin, bmax), (tmin, tmax) = inputs.batch_range, inputs.tile_range
+    return (bmin, bmax, bmax), (tmin, inputs.default_tile, tmax)
 
 
 def _check_range(kind: str, values: Sequence[int], onnx_path: Path) -> Range:
@@ -64,7 +65,7 @@ def _fill_opt(values: Sequence[int | None], native: int | None) -> list[int]:
     values = list(values)
     if len(values) == 3 and values[1] is None:
         lo, hi = int(values[0]), int(values[2])
-        values[1] = hi if native is None else min(max(int(native), lo), hi)
+        values[1] = hi if native is None else min(max(round_up(int(native)), lo), hi)
     return values
 
 
@@ -77,7 +78,8 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
     ``inputs`` maps each network input to its declared shape (-1 for dynamic axes).
     """
     batch0, tile0 = default_ranges(meta)
-    export = dict(meta.export or {}) if meta else {}
+    exported = ({"batch": meta.inputs.batch_range, "tile": meta.inputs.tile_range}
+                if meta is not None and meta.export else {})
     resolved = []
     for spec in profiles or [{}]:
         spec = dict(spec)
@@ -92,9 +94,9 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
         batch = _check_range("batch", _fill_opt(spec.get("batch", batch0), None), onnx_path)
         tile = _check_range("tile", _fill_opt(spec.get("tile", tile0), meta.native_tile if meta else None), onnx_path)
         for kind, rng in (("batch", batch), ("tile", tile)):
-            if kind in export and not (int(export[kind][0]) <= rng[0] and rng[2] <= int(export[kind][1])):
+            if kind in exported and not (exported[kind][0] <= rng[0] and rng[2] <= exported[kind][1]):
                 log.warning("%s: %s range %d:%d:%d is outside the exported range %s; the model was checked only "
-                            "inside it", onnx_path, kind, *rng, export[kind])
+                            "inside it", onnx_path, kind, *rng, exported[kind])
         profile = {}
         for name, shape in inputs.items():
             if len(shape) != 4:
@@ -111,10 +113,11 @@ def resolve_profiles(profiles: Sequence[Mapping[str, Any]] | None, inputs: Mappi
 # ------------------------------------------------------------------------------------------------------------
 def _make_logger(trt: Any) -> Any:
     """The process-wide logger for ``trt`` (TensorRT ignores a second one), its error list emptied for this build."""
-    from asanet_rt.backends.tensorrt import shared_logger
+    from asanet_rt.backends.tensorrt_common import shared_logger
 
     logger = shared_logger(trt)
     logger.errors.clear()
+    getattr(logger, "infos", []).clear()
     return logger
 
 
@@ -169,7 +172,11 @@ def _plugin_library(module: Any, returned: Any) -> str:
 
 
 def _prepare_plugins(backend: TrtBackend, info: OnnxInfo, requested: str, onnx_path: Path) -> _Plugins:
-    """Register our plugins with TensorRT when the graph has asanet ops; ``none`` keeps the local functions."""
+    """Register our plugins with TensorRT when the graph has asanet ops; ``none`` keeps the local functions.
+
+    Everything that can fail (nvcc, the PTX, a driver older than the kernels' CUDA) happens here, before
+    TensorRT builds, so ``auto`` can still fall back to the local functions.
+    """
     if requested not in PLUGIN_MODES:
         raise AsanetError(f"plugins {requested!r}: choose {', '.join(PLUGIN_MODES)}")
     if not info.asanet_ops:
@@ -187,28 +194,38 @@ def _prepare_plugins(backend: TrtBackend, info: OnnxInfo, requested: str, onnx_p
     if requested == "none":
         log.info("%s: plugins off; TensorRT inlines the asanet ops' local functions", onnx_path)
         return _Plugins()
+    if importlib.util.find_spec("onnx") is None:
+        message = (f"{onnx_path}: routing the asanet ops ({', '.join(sorted(info.asanet_ops))}) to plugins rewrites "
+                   f"the graph, which needs the 'onnx' package (pip install onnx)")
+        if requested != "auto":
+            raise AsanetError(message)
+        log.warning("%s; TensorRT inlines the local functions instead", message)
+        return _Plugins()
     mode = requested
     try:
         import asanet_rt.engines.plugins as plugins_pkg
 
         if mode == "auto":
-            chooser = getattr(plugins_pkg, "choose_plugin_mode", None)
-            mode = chooser(backend.version) if chooser else ("aot" if backend.major >= 11 else "v3")
+            mode = plugins_pkg.choose_plugin_mode(backend.version)
         if mode == "v3":
             from asanet_rt.engines.plugins import trt_v3
 
             returned = trt_v3.register_plugins(backend.trt)
             return _Plugins("v3", *_hash(_plugin_library(trt_v3, returned)))
         if mode == "aot":
-            from asanet_rt.engines.plugins import trt_aot  # importing registers the tensorrt.plugin ops
+            from asanet_rt.engines.plugins import trt_aot
 
-            return _Plugins("aot", *_hash(_plugin_library(trt_aot, None)))
-        if mode == "none":
-            return _Plugins()
-        raise AsanetError(f"{onnx_path}: plugin mode {mode!r} from choose_plugin_mode is not aot, v3 or none")
-    except AsanetError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a missing .so, nvcc build or tensorrt.plugin raise many types
+            trt_aot.prepare_ptx()  # nvcc and the driver check run now, not inside TensorRT's build callback
+            trt_aot.register_aot_plugins()
+            return _Plugins("aot", *_hash(str(trt_aot.LIBRARY_PATH)))
+        raise AsanetError(f"{onnx_path}: plugin mode {mode!r} from choose_plugin_mode is not aot or v3")
+    except AsanetError as exc:
+        if requested != "auto":
+            raise
+        log.warning("%s: asanet %s plugins unavailable (%s); TensorRT inlines the local functions instead",
+                    onnx_path, mode, exc)
+        return _Plugins()
+    except Exception as exc:  # noqa: BLE001 - a missing .so, cuda-python or tensorrt.plugin raise many types
         if requested != "auto":
             raise AsanetError(f"{onnx_path}: loading the asanet {mode} plugins failed ({type(exc).__name__}: "
                               f"{exc}); build them with `make plugins` or use --plugins none") from exc
@@ -221,21 +238,30 @@ def _hash(path: str) -> tuple[str, str]:
     return (path, sha256_file(path)) if path else ("", "")
 
 
-def _annotated_onnx(onnx_path: Path, mode: str) -> bytes:
-    """The ONNX with ``plugin_namespace`` (and ``aot`` for AOT plugins) on every asanet node.
+def plugin_ops_for(mode: str, ops: Iterable[str]) -> list[str]:
+    """The asanet op types that become plugin layers in ``mode`` (AOT carries only the one-kernel ops)."""
+    from asanet_rt.engines.plugins import AOT_OPS
 
-    TensorRT's parser prefers a node's local function over a plugin unless the node names a plugin namespace
-    (TensorRT 10.8+ parsers; older ones already prefer the plugin), and picks an AOT implementation only when
-    the node says ``aot``. The exported file stays untouched: runtimes other than TensorRT ignore neither.
+    return sorted(op for op in set(ops) if mode == "v3" or (mode == "aot" and op in AOT_OPS))
+
+
+def _annotated_onnx(onnx_path: Path, mode: str) -> bytes:
+    """The ONNX as TensorRT's parser must see it for ``mode``: every asanet node to become a plugin carries
+    ``plugin_namespace``/``plugin_version`` (and ``aot`` for AOT plugins), and its op's local function is removed.
+
+    Why both: the parser looks plugins up by op type, ``plugin_version`` and ``plugin_namespace`` (never by the
+    ONNX domain); up to 10.6 it imports a node from its local function whenever one exists, before any plugin
+    lookup (10.7 changed that), and from 10.15 it uses the plugin only when the node names ``plugin_namespace``.
+    Without the function every parser version falls back to the plugin registry. Ops left out (GRN, SFM in AOT
+    mode) keep their functions and are inlined. The exported file itself stays untouched.
     """
     import onnx
     from onnx import helper
 
     model = onnx.load(str(onnx_path), load_external_data=False)
-    from asanet_rt.engines.plugins import AOT_OPS
-
+    wanted = set(plugin_ops_for(mode, (n.op_type for n in model.graph.node if n.domain == ASANET_DOMAIN)))
     for node in model.graph.node:
-        if node.domain != ASANET_DOMAIN or (mode == "aot" and node.op_type not in AOT_OPS):
+        if node.domain != ASANET_DOMAIN or node.op_type not in wanted:
             continue  # an unannotated node keeps its local function: TensorRT parses the body
         present = {a.name for a in node.attribute}
         if "plugin_namespace" not in present:
@@ -244,7 +270,23 @@ def _annotated_onnx(onnx_path: Path, mode: str) -> bytes:
             node.attribute.append(helper.make_attribute("plugin_version", "1"))
         if mode == "aot" and "aot" not in present:
             node.attribute.append(helper.make_attribute("aot", 1))
+    kept = [f for f in model.functions if not (f.domain == ASANET_DOMAIN and f.name in wanted)]
+    del model.functions[:]
+    model.functions.extend(kept)
     return model.SerializeToString()
+
+
+def _op_of_layers(onnx_path: Path, layer_names: Sequence[str]) -> dict[str, int]:
+    """asanet op type -> number of plugin layers, matching layer names to the graph's node names."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    by_name = {n.name: n.op_type for n in model.graph.node if n.domain == ASANET_DOMAIN}
+    counts: dict[str, int] = {}
+    for name in layer_names:
+        op = by_name.get(name) or next((o for n, o in by_name.items() if n and n in name), "?")
+        counts[op] = counts.get(op, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -278,6 +320,55 @@ def _parse(backend: TrtBackend, network: Any, logger: Any, onnx_path: Path, plug
             lines.append(f"  {err}")
     detail = "\n".join(lines) or "\n".join(f"  {e}" for e in logger.errors[-5:]) or "  (no details from the parser)"
     raise AsanetError(f"{onnx_path}: {backend.label} could not parse the ONNX file:\n{detail}")
+
+
+def _create_builder(backend: TrtBackend, logger: Any) -> Any:
+    """``trt.Builder(logger)``; with no GPU TensorRT's factory returns nullptr, which pybind11 turns into a
+    TypeError ("factory function returned nullptr") rather than None."""
+    try:
+        builder = backend.trt.Builder(logger)
+    except TypeError as exc:
+        builder, cause = None, str(exc)
+    else:
+        cause = ""
+    if builder is None:
+        detail = "; ".join(logger.errors[-2:]) or cause or "TensorRT gave no reason"
+        raise AsanetError(f"{backend.label}: no CUDA GPU found (or its driver is unusable), so no builder could be "
+                          f"created ({detail}); build on the GPU machine that will run the engine")
+    return builder
+
+
+def _parse_with_plugins(backend: TrtBackend, builder: Any, flags: int, logger: Any, onnx_path: Path,
+                        info: OnnxInfo, plugins: _Plugins, requested: str) -> tuple[Any, _Plugins, list[str]]:
+    """Parse for ``plugins``; in ``auto`` mode a graph TensorRT will not take with plugins is parsed again with
+    the local functions inlined. Returns the network, the plugin mode in effect and the plugin layer names."""
+    network = builder.create_network(flags)
+    try:
+        _parse(backend, network, logger, onnx_path, plugins)
+    except AsanetError as exc:
+        if plugins.mode == "none" or requested != "auto":
+            raise
+        log.warning("%s: parsing with %s plugins failed; inlining the local functions instead:\n%s", onnx_path,
+                    plugins.mode, exc)
+        plugins = _Plugins()
+        network = builder.create_network(flags)
+        _parse(backend, network, logger, onnx_path, plugins)
+    used = _plugin_layers(backend.trt, network)
+    if plugins.mode != "none":
+        wanted = plugin_ops_for(plugins.mode, info.asanet_ops)
+        became = _op_of_layers(onnx_path, used)
+        missing = [op for op in wanted if op not in became]
+        if missing and requested in ("aot", "v3"):
+            raise AsanetError(f"{onnx_path}: the {plugins.mode} plugins are registered but TensorRT's parser did not "
+                              f"use them for {', '.join(missing)} (plugin layers: {became or 'none'})")
+        if not used:
+            log.warning("%s: no asanet op became a plugin layer; the local functions were inlined", onnx_path)
+            plugins = _Plugins()
+        else:
+            inlined = sorted(set(info.asanet_ops) - set(became))
+            log.info("plugins (%s): %s%s", plugins.mode, ", ".join(f"{op} x{n}" for op, n in became.items()),
+                     f"; inlined from local functions: {', '.join(inlined)}" if inlined else "")
+    return network, plugins, used
 
 
 def _network_io(trt: Any, network: Any, outputs: bool) -> list[dict[str, Any]]:
@@ -359,8 +450,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
     started = time.perf_counter()
     onnx_path, out_path = Path(onnx_path), Path(out_path)
     say = log.info if progress else log.debug
-    if out_path.exists() and not overwrite:
-        raise AsanetError(f"{out_path}: exists; pass --overwrite to replace it")
+    check_outputs([out_path], [onnx_path], overwrite=overwrite)  # a folder, a missing or read-only folder
     if out_path.resolve() == onnx_path.resolve():
         raise AsanetError(f"{out_path}: the engine would overwrite its own ONNX file")
     info = read_onnx_info(onnx_path)
@@ -391,29 +481,21 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
         raise AsanetError(f"{onnx_path}: version-compatible engines cannot call the separately loaded V3 plugin "
                           f"library; use --plugins aot (TensorRT 10.12+/11) or --plugins none")
 
+    if dla_core is not None:
+        check_dla_version(be)
     logger = _make_logger(trt)
-    builder = trt.Builder(logger)
-    if builder is None:
-        raise AsanetError(f"{be.label}: could not create a builder: {'; '.join(logger.errors) or 'no GPU?'}")
+    builder = _create_builder(be, logger)
     strongly_typed = not legacy
     flags = 0
     if strongly_typed and be.has_member("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"):
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)  # TRT 11: the only mode, flag optional
-    network = builder.create_network(flags)
     t_parse = time.perf_counter()
-    _parse(be, network, logger, onnx_path, plugins)
+    network, plugins, used = _parse_with_plugins(be, builder, flags, logger, onnx_path, info, plugins, plugin_mode)
     say("parsed %s (%d layers) in %.1f s", onnx_path.name, network.num_layers, time.perf_counter() - t_parse)
-    used = _plugin_layers(trt, network)
-    if plugins.mode != "none" and not used:
-        if plugin_mode in ("aot", "v3"):
-            raise AsanetError(f"{onnx_path}: the {plugins.mode} plugins are registered but TensorRT's parser used "
-                              f"none of them for the asanet ops {sorted(info.asanet_ops)}")
-        log.warning("%s: no asanet op became a plugin layer; the local functions were inlined", onnx_path)
-        plugins = _Plugins()
-    elif used:
-        say("plugin layers (%s): %d", plugins.mode, len(used))
 
     inputs = _network_io(trt, network, outputs=False)
+    if dla_core is not None:
+        profiles = static_dla_profiles(profiles, info.metadata, onnx_path)
     resolved = resolve_profiles(profiles, {t["name"]: t["shape"] for t in inputs}, info.metadata, onnx_path)
     config = builder.create_builder_config()
     for spec in resolved:
@@ -447,9 +529,9 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
         config.default_device_type = trt.DeviceType.DLA
         config.DLA_core = int(dla_core)
         config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-        dla_layers = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(network.num_layers))
-        say("DLA core %d: %d of %d layers can run on the DLA; the rest fall back to the GPU", dla_core, dla_layers,
-            network.num_layers)
+        capable = sum(bool(config.can_run_on_DLA(network.get_layer(i))) for i in range(network.num_layers))
+        say("DLA core %d: %d of %d network layers are DLA-capable (placement is read from the built engine)",
+            dla_core, capable, network.num_layers)
     hardware = "rtx_portable" if be.is_rtx else "none"
     if hardware_compatible and not be.is_rtx:
         if dla_core is not None:
@@ -468,7 +550,7 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
 
     device = None
     try:
-        from asanet_rt.backends._cuda import current_device_info
+        from asanet_rt.backends.tensorrt_common import current_device_info
 
         device = current_device_info(0)
     except Exception:  # noqa: BLE001 - device facts are informative only
@@ -484,9 +566,24 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
     build_seconds = time.perf_counter() - t_build
     if serialized is None:
         detail = "\n".join(f"  {e}" for e in logger.errors[-10:]) or "  (no error message from TensorRT)"
+        if plugins.mode != "none" and plugin_mode == "auto":
+            # auto promises an engine: the same build with the ops' local functions inlined
+            log.warning("%s: %s failed to build with the %s plugins; building again with the local functions "
+                        "inlined:\n%s", onnx_path, be.label, plugins.mode, detail)
+            return build_engine(onnx_path, out_path, backend=backend, profiles=profiles, workspace_mib=workspace_mib,
+                                tactic_memory_mib=tactic_memory_mib, timing_cache=timing_cache, opt_level=opt_level,
+                                dla_core=dla_core, version_compatible=version_compatible,
+                                hardware_compatible=hardware_compatible,
+                                legacy_precision_flags=legacy_precision_flags, plugin_mode="none",
+                                overwrite=overwrite, progress=progress)
         raise AsanetError(f"{onnx_path}: {be.label} failed to build the engine after {build_seconds:.1f} s:\n{detail}")
     if cache is not None and cache_path is not None:
         _save_timing_cache(config, cache, cache_path, loaded)
+    if dla_core is not None:
+        dla_layers = _dla_placement(be, logger, serialized, version_compatible)
+        if dla_layers is not None:
+            say("DLA core %d: %d engine layers run on the DLA, the rest on the GPU%s", dla_core, len(dla_layers),
+                "" if dla_layers else " (nothing was placed on the DLA: check the precision and the layer types)")
 
     batch, tile = _profile_ranges(resolved[0])
     meta = info.metadata.with_export(batch=list(batch), tile=list(tile), onnx_sha256=sha256_file(onnx_path))
@@ -508,7 +605,8 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
         outputs=tuple(_network_io(trt, network, outputs=True)),
         compatibility={"hardware": hardware, "version_compatible": bool(version_compatible),
                        "rtx_targets": [_cc_text(t) for t in rtx_targets]},
-        plugins={"mode": plugins.mode, "used": used, "library": os.path.basename(plugins.library),
+        plugins={"mode": plugins.mode, "used": used, "ops": _op_of_layers(onnx_path, used) if used else {},
+                 "library": os.path.basename(plugins.library),
                  "library_sha256": plugins.library_sha256},
         onnx_file=onnx_path.name,
         onnx_sha256=meta.export["onnx_sha256"],
@@ -526,6 +624,77 @@ def build_engine(onnx_path: str | os.PathLike, out_path: str | os.PathLike, *, b
     say("wrote %s (%.1f MiB, %s, %s) in %.1f s total (engine build %.1f s)", out_path,
         engine_info.engine_bytes / 2**20, precision, be.label, time.perf_counter() - started, build_seconds)
     return engine_info
+
+
+# ------------------------------------------------------------------------------------------------------------
+# DLA
+# ------------------------------------------------------------------------------------------------------------
+def dla_supported(version: Sequence[int]) -> bool:
+    """TensorRT 11.0 to 11.3 have no DLA (NVIDIA's DLA documentation); other releases report their cores."""
+    return not (11, 0) <= tuple(version[:2]) < (11, 4)
+
+
+def check_dla_version(backend: TrtBackend) -> None:
+    """Refuse ``--dla-core`` on TensorRT releases without DLA support."""
+    if not dla_supported(backend.version_tuple):
+        raise AsanetError(f"--dla-core: {backend.label} has no DLA support (TensorRT 11.0 to 11.3 dropped it; "
+                          f"JetPack 6's TensorRT 10.3 and TensorRT 11.4.1+ on JetPack 7.2.2+ have it)")
+
+
+def static_dla_profiles(profiles: Sequence[Mapping[str, Any]] | None, meta: ModelMetadata | None,
+                        onnx_path: Path) -> list[dict[str, Any]]:
+    """DLA runs static shapes only (a dynamic profile sends every layer to the GPU): each profile must have
+    min = opt = max. Without ``--batch``/``--tile`` the export's opt batch and the native tile are used."""
+    batch0, tile0 = default_ranges(meta)
+    static = []
+    for spec in profiles or [{}]:
+        spec = dict(spec)
+        if spec and not set(spec) <= {"batch", "tile"}:
+            for name, shapes in spec.items():
+                if len({tuple(s) for s in shapes}) != 1:
+                    raise AsanetError(f"{onnx_path}: --dla-core needs static shapes; input {name!r} has "
+                                      f"min/opt/max {[list(s) for s in shapes]}")
+            static.append(spec)
+            continue
+        out = {}
+        for kind, default in (("batch", batch0), ("tile", tile0)):
+            given = spec.get(kind)
+            if given is None:
+                out[kind] = (default[1],) * 3
+                continue
+            values = {int(v) for v in given if v is not None}
+            if len(values) != 1:
+                raise AsanetError(f"{onnx_path}: --dla-core needs a static {kind} (DLA runs fixed shapes; a range "
+                                  f"sends every layer to the GPU): pass --{kind} N, not "
+                                  f"{':'.join('' if v is None else str(v) for v in given)}")
+            out[kind] = (values.pop(),) * 3
+        static.append(out)
+    return static
+
+
+def _dla_placement(backend: TrtBackend, logger: Any, serialized: Any, version_compatible: bool) -> list[str] | None:
+    """Names of the network layers the built engine runs on the DLA: the builder's own placement report ("Layers
+    running on DLA" in its log), else the engine inspector's DLA entries; None when neither is available."""
+    from asanet_rt.backends.tensorrt_common import create_runtime
+
+    from .inspect_layers import dla_layers_from_log, inspector_layers, on_dla
+
+    reported = dla_layers_from_log(list(getattr(logger, "infos", [])))
+    if reported is not None:
+        return reported
+    try:
+        runtime = create_runtime(backend.trt, logger)
+        if version_compatible and hasattr(runtime, "engine_host_code_allowed"):
+            runtime.engine_host_code_allowed = True  # our own plan, just built in this process
+        engine = runtime.deserialize_cuda_engine(serialized)
+        if engine is None:
+            raise AsanetError("; ".join(logger.errors[-2:]) or "deserialisation failed")
+        layers = inspector_layers(backend.trt, engine)
+    except Exception as exc:  # noqa: BLE001 - reporting only: the engine itself is fine
+        log.warning("could not read the DLA placement from the engine inspector (%s)", exc)
+        return None
+    return [str(layer.get("Name", "?")) if isinstance(layer, dict) else str(layer) for layer in layers
+            if on_dla(layer)]
 
 
 def _cc_text(name: str) -> str:

@@ -73,7 +73,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "ONNX: node counts by op type")
     q.add_argument("--extract-plan", metavar="PATH",
                    help="engine: also write the bare TensorRT engine to PATH (for trtexec, Polygraphy, Triton)")
+    from asanet_rt.runtime_cli import add_engine_trust_option
+
+    add_engine_trust_option(q)
     q.set_defaults(func=_inspect)
+
+    d = subparsers.add_parser(
+        "doctor", help="check this machine for TensorRT engines: versions, GPU, a small plugin engine vs ONNX Runtime",
+        description="Print TensorRT, CUDA driver, cuda-python, nvcc and GPU facts, build a small plugin-flavour "
+                    "engine, run it against ONNX Runtime on the same inputs and report which ops ran as plugins, "
+                    "DLA placement and a timing. Exits 1 and says what is missing when the machine cannot build "
+                    "or run engines.")
+    d.add_argument("--plugins", default="auto", choices=("auto", "aot", "v3", "none"),
+                   help="plugin mode of the test engine (default auto)")
+    d.add_argument("--dla-core", type=int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
+    d.add_argument("--onnx", metavar="PATH", help="use this `--ops plugins` export instead of a small random model")
+    d.add_argument("--keep", metavar="DIR", help="keep the test ONNX and engine in DIR")
+    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    d.set_defaults(func=_doctor)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -91,9 +108,20 @@ def _build(args: argparse.Namespace) -> int:
                         version_compatible=args.version_compatible, hardware_compatible=args.hardware_compatible,
                         plugin_mode=args.plugins, overwrite=args.overwrite, progress=not args.quiet)
     (b0, b1), (t0, t1) = info.batch_range, info.tile_range
+    from asanet_rt.io_utils import sha256_file
+
     print(f"{out}: {info.describe_target()}, {info.precision}, batch {b0}-{b1}, tile {t0}-{t1}, "
           f"plugins {info.plugins.get('mode', 'none')}, built in {info.build_seconds:.1f} s")
+    print(f"sha256 {sha256_file(out)} (file; trust it with: sha256sum {out.name} >> "
+          f"~/.config/asanet_rt/trusted_engines.txt)")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from .doctor import main as doctor_main
+
+    return doctor_main(plugins=args.plugins, dla_core=args.dla_core, keep=args.keep, as_json=args.json,
+                       onnx=args.onnx)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -142,46 +170,24 @@ def _onnx_report(path: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _engine_report(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     from asanet_rt.engine_file import extract_plan, read_engine_info
 
+    from asanet_rt.io_utils import sha256_file
+
     info = read_engine_info(path)
     data = {"path": str(path), "kind": "engine", "file_bytes": path.stat().st_size,
-            "built_by": info.describe_target(), **info.to_dict()}
+            "built_by": info.describe_target(), **info.to_dict(), "file_sha256": sha256_file(path)}
     data["metadata"] = data.pop("model")
     if args.layers:
-        data["layers"] = _engine_layers(path)
+        data["layers"] = _engine_layers(path, allow_host_code=bool(getattr(args, "allow_engine_host_code", False)))
     if args.extract_plan:
         data["extracted_plan"] = str(extract_plan(path, args.extract_plan, overwrite=True))
     return data
 
 
-def _engine_layers(path: Path) -> Any:
+def _engine_layers(path: Path, allow_host_code: bool = False) -> Any:
     """Layer list from TensorRT's engine inspector: deserialises the engine (same version, a GPU needed)."""
-    from asanet_rt.backends._cuda import current_device_info
-    from asanet_rt.backends.tensorrt import import_runtime
-    from asanet_rt.engine_file import check_compatible, read_engine
-    from asanet_rt.errors import AsanetError
+    from asanet_rt.engines.inspect_layers import engine_layers
 
-    info, plan = read_engine(path)
-    trt = import_runtime(info.backend, None, path)
-    device = current_device_info(0)
-    if device is None:
-        raise AsanetError(f"{path}: --layers deserialises the engine, which needs a GPU (and cuda-python or "
-                          f"pycuda to check it first); the rest of inspect works without")
-    check_compatible(info, trt.__version__, device.compute_capability, backend=info.backend, path=path)
-    if info.plugins.get("mode") == "v3":
-        from asanet_rt.engines.plugins.trt_v3 import register_plugins
-
-        register_plugins(trt)
-    logger = trt.Logger(trt.Logger.WARNING)
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(plan)
-    if engine is None:
-        raise AsanetError(f"{path}: TensorRT could not deserialise the engine")
-    inspector = engine.create_engine_inspector()
-    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-    try:
-        return json.loads(text).get("Layers", text)
-    except json.JSONDecodeError:
-        return text
+    return engine_layers(path, allow_host_code=allow_host_code)
 
 
 def _shape(spec: dict[str, Any]) -> str:
@@ -211,6 +217,7 @@ def _format(data: dict[str, Any]) -> str:
             f"{str(plugins.get('library_sha256'))[:12]}" if plugins.get("used") else "")))
         rows += [("inputs", "; ".join(_shape(t) for t in data["inputs"])),
                  ("outputs", "; ".join(_shape(t) for t in data["outputs"])),
+                 ("sha256", f"engine {data.get('engine_sha256') or '?'}, file {data.get('file_sha256') or '?'}"),
                  ("onnx", f"{data['onnx_file']} (sha256 {data['onnx_sha256'][:16]})"),
                  ("built", f"{data['built_at']} in {data['build_seconds']:.1f} s by asanet-rt "
                            f"{data['asanet_rt_version']}; engine {data['engine_bytes'] / 2**20:.1f} MiB"),

@@ -89,9 +89,13 @@ def register_export(sub: argparse._SubParsersAction) -> None:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from asanet_rt.preflight import check_outputs
+
     from .checkpoint import load_checkpoint
     from .pipeline import export_from_args
 
+    # before the checkpoint loads: an output that is a folder, exists, or cannot be written
+    check_outputs([args.output], [args.checkpoint], overwrite=args.overwrite)
     model = load_checkpoint(args.checkpoint, dataset=args.dataset)
     for line in export_from_args(model, args):
         print(line)

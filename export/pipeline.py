@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from asanet_rt.errors import AsanetError
+from asanet_rt.preflight import check_outputs
 from asanet_rt.metadata import ModelMetadata
 
 from .calibration import CALIB_METHODS, HELD_OUT_MAX, Scaling, Tile, read_tiles, split_calibration, synthetic_tiles
@@ -135,8 +136,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     options.validate(meta)
     precision.validate()
     out_path = Path(out_path)
-    if out_path.exists() and not overwrite:
-        raise AsanetError(f"{out_path}: exists; pass --overwrite to replace it")
+    check_outputs([out_path], overwrite=overwrite)  # a folder, a missing or read-only folder: before any work
     # read the imagery before the slow parts, so that a bad --calib/--labels fails at once
     calib, held_out, warnings = None, [], []
     if precision.calib:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from asanet_rt.backends.base import ComputeFn, Runner
+from asanet_rt.backends.cpu import physical_cores
 from asanet_rt.errors import AsanetError
 from asanet_rt.metadata import ModelMetadata
 
@@ -31,10 +32,10 @@ class TorchRunner(Runner):
 
     def __init__(self, path: str | os.PathLike, device: int = 0, threads: int | None = None,
                  torch_device: str = "cpu", compile: bool = False) -> None:  # noqa: A002 - torch's own word
-        if threads:
-            torch.set_num_threads(int(threads))
-            with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
-                torch.set_num_interop_threads(1)
+        # physical cores by default, like the other CPU backends (torch would count hyper-threads)
+        torch.set_num_threads(int(threads) if threads else physical_cores())
+        with contextlib.suppress(RuntimeError):  # only settable before the first parallel op
+            torch.set_num_interop_threads(1)
         if not (torch_device == "cpu" or torch_device.startswith("cuda")):
             raise AsanetError(f"--torch-device {torch_device!r}: use cpu or cuda[:N]")
         if torch_device.startswith("cuda") and not torch.cuda.is_available():

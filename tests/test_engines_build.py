@@ -148,10 +148,16 @@ def test_cli_build_and_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = tmp_path / "toy.engine"
     assert main(["build", str(onnx), "-o", str(out), "--backend", "tensorrt_rtx", "--batch", "1:2:2",
                  "--tile", "32:64:128", "--quiet"]) == 0
-    assert "TensorRT-RTX" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "TensorRT-RTX" in printed
+    import hashlib
+
+    file_sha = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert f"sha256 {file_sha}" in printed  # what a user puts in the trusted-engines list
     check_engine(out, "fp32")
     assert main(["inspect", str(out), "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
+    assert data["file_sha256"] == file_sha and data["engine_sha256"] == hashlib.sha256(read_engine(out)[1]).hexdigest()
     assert data["kind"] == "engine" and data["profiles"][0]["optical"] == SMALL_SHAPES
     assert data["metadata"]["classes"] == list(toy_metadata().classes) and data["precision"] == "fp32"
     assert main(["inspect", str(out), "--extract-plan", str(tmp_path / "toy.plan")]) == 0

@@ -121,8 +121,29 @@ def test_version_compatible_engine() -> None:
     check_compatible(info, "10.9.1", "8.7")
     with pytest.raises(IncompatibleEngineError, match="version compatibility"):
         check_compatible(info, "10.7.0", "8.7")
+    # NVIDIA's rule (TensorRT 11.4 support matrix): TensorRT 10 version-compatible engines run on TensorRT 11,
+    # TensorRT 8 ones on 10; no other cross-major pair, and never on an older runtime.
+    check_compatible(info, "11.0.0", "8.7")
+    check_compatible(info, "11.4.0.106", "8.7")
+    with pytest.raises(IncompatibleEngineError, match=r"runs on TensorRT 10\.x from 10\.8\.0 on and on TensorRT 11\.x"):
+        check_compatible(info, "12.0.0", "8.7")
+    eleven = fake_info(backend_version="11.1.0", compatibility={"hardware": "none", "version_compatible": True})
+    check_compatible(eleven, "11.4.0", "8.7")
     with pytest.raises(IncompatibleEngineError, match="version compatibility"):
-        check_compatible(info, "11.0.0", "8.7")
+        check_compatible(eleven, "10.16.0", "8.7")
+    with pytest.raises(IncompatibleEngineError, match="version compatibility"):
+        check_compatible(eleven, "11.0.0", "8.7")
+
+
+@pytest.mark.parametrize("built,runtime,runs", [
+    ((10, 3, 0), (10, 3, 0), True), ((10, 3, 0), (10, 16, 1), True), ((10, 9, 0), (10, 8, 0), False),
+    ((10, 3, 0), (11, 0, 0), True), ((10, 16, 0), (11, 4, 0), True), ((11, 0, 0), (10, 16, 0), False),
+    ((8, 6, 1), (10, 3, 0), True), ((8, 6, 1), (9, 0, 0), False), ((8, 6, 1), (11, 4, 0), False),
+    ((8, 5, 3), (8, 6, 1), False), ((10, 3, 0), (12, 0, 0), False)])
+def test_version_compatibility_rule(built, runtime, runs) -> None:
+    from asanet_rt.engine_file import version_compatible_runs
+
+    assert version_compatible_runs(built, runtime) is runs
 
 
 def test_hardware_compatible_engine() -> None:
@@ -152,6 +173,32 @@ def test_rtx_engine_checks() -> None:
     check_compatible(pinned, "1.7.1", "8.6")
     with pytest.raises(IncompatibleEngineError, match="sm_86"):
         check_compatible(pinned, "1.7.1", "8.9")
+
+
+def test_oversized_header_is_refused_unread(tmp_path: Path) -> None:
+    import struct
+
+    from asanet_rt.engine_file import MAX_HEADER_BYTES
+
+    path = tmp_path / "huge.engine"
+    write_engine_file(path, fake_info(), PLAN)
+    data = bytearray(path.read_bytes())
+    struct.pack_into("<Q", data, 16, MAX_HEADER_BYTES + 1)  # the declared header length
+    path.write_bytes(bytes(data))
+    with pytest.raises(EngineFileError, match="more than the"):
+        read_engine_info(path)
+
+
+def test_plan_size_must_match_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "model.engine"
+    write_engine_file(path, fake_info(), PLAN)
+    good = path.read_bytes()
+    path.write_bytes(good + b"trailing bytes the header does not declare")
+    with pytest.raises(EngineFileError, match="the file has"):
+        read_engine_info(path)
+    path.write_bytes(good[:-10])
+    with pytest.raises(EngineFileError, match="truncated"):
+        read_engine(path)
 
 
 def test_malformed_header(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_engine_rejects_shapes_outside_the_profile(engine: Path) -> None:
     with open_runner(engine) as runner:
         with pytest.raises(AsanetError, match="takes"):
             runner.infer({"optical": np.concatenate([optical, optical]), "sar": np.concatenate([sar, sar])})
-        timed = runner.benchmark_compute({"optical": optical, "sar": sar})
+        timed = runner.compute_fn({"optical": optical, "sar": sar})[0]
         assert timed() > 0
 
 
@@ -200,14 +200,14 @@ def test_runner_memory_flow_on_a_gpu(tmp_path: Path, monkeypatch: pytest.MonkeyP
     path = tmp_path / "fake.engine"
     write_engine_file(path, dataclasses.replace(fake_info(), compute_capability=cc, backend_version="10.8.0",
                                                 plugins={"mode": "none"}), b"fake plan")
-    monkeypatch.setattr(trt_backend, "import_runtime", lambda backend, module, p: _FakeTensorRT())
+    monkeypatch.setattr(trt_backend, "import_runtime", lambda backend, module, p, **kw: _FakeTensorRT())
     optical, sar = _inputs(n=2, h=64, w=96)
     with open_runner(path, zero_copy=zero_copy) as runner:
         assert runner.output_names == ("copy",)
         for n, h, w in ((2, 64, 96), (1, 32, 32), (2, 64, 64)):
             out = runner.infer({"optical": optical[:n, :, :h, :w], "sar": sar[:n, :, :h, :w]})
             np.testing.assert_array_equal(out["copy"], optical[:n, :, :h, :w])
-        assert runner.benchmark_compute({"optical": optical, "sar": sar})() > 0
+        assert runner.compute_fn({"optical": optical, "sar": sar})[0]() > 0
         with pytest.raises(AsanetError, match="takes"):
             runner.infer({"optical": optical[:, :, :, :31], "sar": sar[:, :, :, :31]})
     runner.close()

@@ -113,7 +113,17 @@ def test_tensorrt_engine_with_plugins_matches_onnxruntime(tmp_path):
     onnx_path = export_onnx(model, tmp_path / "p.onnx", ExportOptions(outputs=("logits",), tile=(64, 256),
                                                                       batch=(1, 2), ops="plugins")).path
     engine = tmp_path / "p.engine"
-    build_engine(onnx_path, engine, backend="tensorrt", plugin_mode="auto")
+    info = build_engine(onnx_path, engine, backend="tensorrt", plugin_mode="auto")
+    # Which ops became plugins, per TensorRT version: V3 (all four) before 10.9, AOT (the CFM pair) from 10.9.
+    import tensorrt
+
+    from asanet_rt.engines.plugins import choose_plugin_mode
+
+    mode = choose_plugin_mode(tensorrt.__version__)
+    expected = {"GRN", "SFM", "CFMGate", "CFMFuse"} if mode == "v3" else {"CFMGate", "CFMFuse"}
+    assert info.plugins["mode"] == mode, info.plugins
+    assert set(info.plugins["ops"]) == expected, info.plugins
+    assert len(info.plugins["used"]) == sum(info.plugins["ops"].values()) > 0
     rng = np.random.default_rng(0)
     feed = {"optical": rng.uniform(0, 255, (2, 3, 128, 192)).astype(np.float32),
             "sar": rng.uniform(0, 255, (2, 1, 128, 192)).astype(np.float32)}
@@ -121,3 +131,89 @@ def test_tensorrt_engine_with_plugins_matches_onnxruntime(tmp_path):
         expected, got = ort_runner.infer(feed)["logits"], trt_runner.infer(feed)["logits"]
     assert torch is not None
     np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_nan_and_minus_inf_behave_like_torch(dtype):
+    """NaN in a pooled plane propagates (torch's max pooling; fmaxf dropped it); a -inf logit gets probability 0
+    without poisoning its row; a row of only -inf is NaN, as torch.softmax gives."""
+    cp = _cupy()
+    from asanet_rt.engines.plugins import cupy_ops
+
+    n, c, h, w = 1, 40, 7, 9
+    x1, x2 = _data((n, c, h, w), dtype, 30), _data((n, c, h, w), dtype, 31)
+    x1[0, 3, 2, 4] = np.nan
+    m = 32
+    w1, b1 = (_data((m, c), dtype, 32) / np.sqrt(c)).astype(dtype), _data((m,), dtype, 33)
+    w2, b2 = (_data((c, m), dtype, 34) / np.sqrt(m)).astype(dtype), _data((c,), dtype, 35)
+    y1, y2 = (v.get() for v in cupy_ops.sfm(*(cp.asarray(a) for a in (x1, x2, w1, b1, w2, b2))))
+    e1, e2 = reference.sfm(x1, x2, w1, b1, w2, b2)
+    np.testing.assert_array_equal(np.isnan(y1), np.isnan(e1))
+    np.testing.assert_array_equal(np.isnan(y2), np.isnan(e2))
+    for c2, hw in ((16, (96, 96)), (192, (5, 7))):  # thread-per-pixel and warp-per-pixel variants
+        wt = _data((1, c2, *hw), dtype, 36)
+        a = _data((1, c2, *hw), dtype, 37)
+        a[0, 0, 0, 0] = -np.inf                 # first channel -inf: used to make the whole row NaN
+        a[0, : c2 // 2, 1, 1] = -np.inf         # a whole half of -inf: NaN, like torch
+        a[0, c2 // 2 + 1, 2, 2] = np.nan        # NaN logit: that half's row is NaN
+        got = cupy_ops.cfm_fuse(cp.asarray(wt), cp.asarray(a)).get().astype(np.float64)
+        ref = reference.cfm_fuse(wt, a)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(ref))
+        ok = ~np.isnan(ref)
+        np.testing.assert_allclose(got[ok], ref[ok], **TOL[dtype])
+
+
+def test_v3_plugins_enqueue_on_device_memory_without_tensorrt(tmp_path):
+    """The IPluginV3 classes' enqueue (as TensorRT would call it) on real GPU memory through cuda-python, with
+    TensorRT-RTX's bindings for the classes: every op against the numpy reference."""
+    trt = pytest.importorskip("tensorrt_rtx", reason="needs the IPluginV3 classes of tensorrt_rtx")
+    from asanet_rt.backends.tensorrt_common import current_device_info
+
+    if current_device_info(0) is None:
+        pytest.skip("needs cuda-python and a CUDA GPU")
+    import types
+
+    from cuda.bindings import runtime as rt
+
+    from asanet_rt.engines.plugins import trt_v3
+    from asanet_rt.engines.plugins.build import build_plugins
+
+    trt_v3._Kernels.path = build_plugins(tmp_path)
+    trt_v3._Kernels._modules.clear()
+    trt_v3._Kernels._functions.clear()
+    rt.cudaSetDevice(0)
+    classes = trt_v3.make_classes(trt)
+    n, c, h, w, m = 2, 40, 7, 9, 32
+    rng = np.random.default_rng(7)
+    cases = {
+        "GRN": ([(n, c, h, w), (c,), (c,)], [(n, c, h, w)], lambda a: [reference.grn(*a, 1e-6)]),
+        "SFM": ([(n, c, h, w), (n, c, h, w), (m, c), (m,), (c, m), (c,)], [(n, c, h, w)] * 2,
+                lambda a: list(reference.sfm(*a))),
+        "CFMGate": ([(n, c, h, w), (n, c, h, w), (n, 2 * c, 1, 1)], [(n, 2 * c, h, w)],
+                    lambda a: [reference.cfm_gate(*a)]),
+        "CFMFuse": ([(n, 2 * c, h, w), (n, 2 * c, h, w)], [(n, c, h, w)], lambda a: [reference.cfm_fuse(*a)]),
+    }
+    for op, (in_shapes, out_shapes, ref) in cases.items():
+        host = [(rng.normal(size=s) / (np.sqrt(s[-1]) if len(s) == 2 else 1)).astype(np.float32) for s in in_shapes]
+        plugin = classes[op][0]()
+        ptrs_in, ptrs_out = [], []
+        for a in host:
+            err, p = rt.cudaMalloc(a.nbytes)
+            rt.cudaMemcpy(p, a.ctypes.data, a.nbytes, rt.cudaMemcpyKind.cudaMemcpyHostToDevice)
+            ptrs_in.append(int(p))
+        for s in out_shapes:
+            err, p = rt.cudaMalloc(int(np.prod(s)) * 4)
+            ptrs_out.append(int(p))
+        desc = [types.SimpleNamespace(dims=s, type=trt.float32) for s in in_shapes]
+        workspace = plugin.plan([list(s) for s in in_shapes], "float32").workspace_bytes
+        err, ws = rt.cudaMalloc(max(1, workspace))
+        err, stream = rt.cudaStreamCreate()
+        plugin.enqueue(desc, [], ptrs_in, ptrs_out, int(ws), int(stream))
+        rt.cudaStreamSynchronize(stream)
+        for p, s, expected in zip(ptrs_out, out_shapes, ref(host)):
+            got = np.empty(s, np.float32)
+            rt.cudaMemcpy(got.ctypes.data, p, got.nbytes, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost)
+            np.testing.assert_allclose(got.astype(np.float64), expected, **TOL["float32"], err_msg=op)
+        for p in ptrs_in + ptrs_out + [int(ws)]:
+            rt.cudaFree(p)
+        rt.cudaStreamDestroy(stream)

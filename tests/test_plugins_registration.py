@@ -229,7 +229,11 @@ def test_aot_registration_follows_tensorrt_plugin_rules(monkeypatch, tmp_path):
     ptx.write_bytes(b".entry cfm_gate_aot_f16(\n.entry cfm_fuse_aot_f32(")
     monkeypatch.setattr(trt_aot, "LIBRARY_PATH", ptx)
     monkeypatch.setattr(trt_aot, "_registered", False)
+    monkeypatch.setattr(trt_aot, "_ptx", None)
     trt_aot.register_aot_plugins()
+    with pytest.raises(RuntimeError, match="prepare_ptx"):  # aot_impl never compiles inside TensorRT's build
+        trt_aot.ptx()
+    assert trt_aot.prepare_ptx() == ptx.read_bytes()
     assert {name for name, _ in trtp.registry} == {"asanet::CFMGate", "asanet::CFMFuse"}
 
     # Schemas TensorRT enforces: register(tensors...), autotune(tensors..., outputs),
@@ -250,8 +254,8 @@ def test_aot_registration_follows_tensorrt_plugin_rules(monkeypatch, tmp_path):
     assert out.shape_expr == [2, 192, 7, 9] and x.shape_expr == [2, 96, 7, 9]  # the input is untouched
     name, code, params, extra = trtp.registry[("asanet::CFMGate", "aot")](x, x, x, (out,), 0)
     assert name == b"cfm_gate_aot_f16" and code == ptx.read_bytes()
-    assert extra == (("i32", 96), ("i32", 63), ("i32", 2 * 192 * 63))
-    assert (params.grid_x, params.block_x, params.shared_mem) == (-(-2 * 192 * 63 // 256), 256, 0)
+    assert extra == (("i32", 2), ("i32", 96), ("i32", 7), ("i32", 9))  # N, C, H, W: no product can wrap
+    assert (params.grid_x, params.block_x, params.shared_mem) == (1 * 2 * 96 * 2, 256, 0)
     tunes = trtp.registry[("asanet::CFMGate", "autotune")](x, x, x, (out,))
     assert [t.io_types for t in tunes] == [["FP32|FP16"] * 4]
 
@@ -259,11 +263,14 @@ def test_aot_registration_follows_tensorrt_plugin_rules(monkeypatch, tmp_path):
     y = trtp.registry[("asanet::CFMFuse", "register")](w, w)
     assert y.shape_expr == [1, 768, 8, 8] and w.shape_expr == [1, 1536, 8, 8]
     name, _, params, extra = trtp.registry[("asanet::CFMFuse", "aot")](w, w, (y,), 0)
-    assert name == b"cfm_fuse_aot_f32" and extra == (("i32", 768), ("i32", 64), ("i32", 64))
+    assert name == b"cfm_fuse_aot_f32" and extra == (("i32", 1), ("i32", 768), ("i32", 8), ("i32", 8))
     assert params.grid_x == 1 and params.block_x == 256
 
 
-def test_aot_import_registers_only_when_tensorrt_is_loaded():
-    code = ("import sys, asanet_rt.engines.plugins.trt_aot as m; assert not m._registered; "
-            "assert 'tensorrt' not in sys.modules")
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_aot_import_never_registers(monkeypatch):
+    """Registration is explicit (the builder calls it): importing must not depend on what was imported first."""
+    _fake_tensorrt(monkeypatch)
+    sys.modules.pop("asanet_rt.engines.plugins.trt_aot", None)
+    import asanet_rt.engines.plugins.trt_aot as m
+
+    assert not m._registered and not sys.modules["tensorrt.plugin"].registry

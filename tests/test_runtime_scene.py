@@ -11,6 +11,7 @@ import rasterio.shutil
 from rio_cogeo.cogeo import cog_validate
 
 from asanet_rt.classifier import Classifier
+from asanet_rt.errors import AsanetError
 from asanet_rt.tiling import TileGrid
 
 from runtime_helpers import (listing, reference_probabilities, tile_edge_mask, toy_model,  # noqa: F401 - fixture
@@ -104,11 +105,14 @@ def test_nodata_from_files_and_flags(clf, tmp_path):
     assert summary.nodata_pixels == expected.sum()
 
 
-def test_all_nodata_writes_an_all_nodata_map(clf, tmp_path):
+def test_all_nodata_is_an_error_unless_allowed(clf, tmp_path):
     opt_path, sar_path, opt, _ = write_pair(tmp_path, 100, 90, seed=3)
     write_raster(opt_path, np.zeros_like(opt), nodata=0)
     out = tmp_path / "lc.tif"
-    summary = clf.classify_scene(opt_path, sar_path, out, tile=64, overlap=16)
+    with pytest.raises(AsanetError, match="no pixel has both sensors .*every optical pixel .*--allow-empty"):
+        clf.classify_scene(opt_path, sar_path, out, tile=64, overlap=16)
+    assert not out.exists()
+    summary = clf.classify_scene(opt_path, sar_path, out, tile=64, overlap=16, allow_empty=True)
     with rasterio.open(out) as src:
         assert (src.read(1) == 255).all()
     assert summary.tiles_skipped == summary.tiles and sum(summary.class_counts.values()) == 0

@@ -128,3 +128,24 @@ def test_default_outputs_and_the_deprecated_keywords(clf, tmp_path):
     with pytest.warns(DeprecationWarning, match="outputs="):
         summary = clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", confidence=tmp_path / "c.tif")
     assert summary.confidence == str(tmp_path / "c.tif") and len(summary.sidecars) == 2
+
+
+def test_summary_reports_ground_area_and_overlap_factor(clf, tmp_path):
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from asanet_rt.scene_pipeline import ground_area_km2
+
+    opt_path, sar_path, *_ = write_pair(tmp_path, 100, 120, seed=9)  # 10 m pixels in UTM
+    summary = clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", tile=64, overlap=16)
+    assert summary.area_km2 == pytest.approx(100 * 120 * 100 / 1e6)
+    assert summary.km2_per_second == pytest.approx(summary.area_km2 / summary.seconds)
+    assert summary.overlap_factor == pytest.approx(summary.tiles * 64 * 64 / (100 * 120))
+    assert "km2/s" in summary.format() and "onnxruntime" in summary.format()
+    # a degree is 110.574 km (latitude) x 111.320 km (longitude) at the equator, 111.412 x 55.800 km at 60 N
+    second = 1 / 3600
+    equator = dict(crs=CRS.from_epsg(4326), width=1, height=1, transform=Affine(second, 0, 0, 0, -second, 0))
+    north = dict(equator, transform=Affine(second, 0, 0, 0, -second, 60 + second / 2))
+    assert ground_area_km2(equator) == pytest.approx(110.574 * 111.320 / 3600 ** 2, rel=1e-4)
+    assert ground_area_km2(north) == pytest.approx(111.412 * 55.800 / 3600 ** 2, rel=1e-4)
+    assert ground_area_km2(dict(equator, crs=None)) is None

@@ -7,10 +7,8 @@ TensorRT deserialises anything, so a wrong TensorRT version or GPU fails with a 
 """
 from __future__ import annotations
 
-import importlib
 import logging
 import os
-import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Callable, Mapping
@@ -19,67 +17,14 @@ import numpy as np
 
 from ..engine_file import IncompatibleEngineError, check_compatible, read_engine
 from ..errors import AsanetError
-from ..io_utils import sha256_file
-from ._cuda import HostBuffer, open_cuda
 from .base import Runner
+from .tensorrt_common import (FULL_RUNTIMES, LEAN_RUNTIMES, HostBuffer, allow_host_code, create_runtime,  # noqa: F401
+                              engine_digests, import_runtime, open_cuda, register_engine_plugins, shared_logger)
 
 log = logging.getLogger(__name__)
 
-#: Runtime modules to try per engine family, in order ("tensorrt_lean" is TensorRT's lean runtime package).
-RUNTIME_MODULES = {"tensorrt": ("tensorrt", "tensorrt_lean"), "tensorrt_rtx": ("tensorrt_rtx",)}
-
-
-_LOGGERS: dict[str, Any] = {}
-
-
-def shared_logger(trt: ModuleType) -> Any:
-    """One ILogger per TensorRT module for the whole process: TensorRT keeps the first logger it is given and
-    ignores (with a warning) any other, so builders and runtimes must share it. It forwards to ``logging`` and
-    keeps the error messages in ``.errors`` for the exceptions we raise (clear it before an operation)."""
-    key = trt.__name__
-    if key not in _LOGGERS:
-        sev = trt.ILogger.Severity
-
-        class _Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
-
-            def log(self, severity: Any, msg: str) -> None:
-                if severity in (sev.ERROR, sev.INTERNAL_ERROR):
-                    self.errors.append(msg)
-                    del self.errors[:-50]
-                    log.debug("%s error: %s", key, msg)
-                elif severity == sev.WARNING:
-                    log.warning("%s: %s", key, msg)
-                else:
-                    log.debug("%s: %s", key, msg)
-
-        _LOGGERS[key] = _Logger()
-    return _LOGGERS[key]
-
-
-def import_runtime(backend: str, module: str | None, path: Path) -> ModuleType:
-    """The TensorRT Python module that runs ``backend`` engines (``module`` forces one)."""
-    names = (module,) if module else RUNTIME_MODULES.get(backend, ())
-    if not names:
-        raise AsanetError(f"{path}: unknown engine backend {backend!r} in the header")
-    tried = []
-    for name in names:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                trt = importlib.import_module(name)
-        except ModuleNotFoundError:
-            tried.append(name)
-            continue
-        except Exception as exc:  # noqa: BLE001 - PyPI placeholder packages raise at import time
-            raise AsanetError(f"{path}: importing {name!r} failed ({type(exc).__name__}: {exc})") from exc
-        if hasattr(trt, "Runtime"):
-            return trt
-        tried.append(f"{name} (no Runtime)")
-    raise AsanetError(f"{path}: this engine was built by {backend}; running it needs the Python module "
-                      f"{' or '.join(repr(n) for n in names)} (tried: {', '.join(tried)})")
+#: Runtime modules per engine family (the lean ones only for version-compatible engines); kept for old imports.
+RUNTIME_MODULES = {"tensorrt": FULL_RUNTIMES["tensorrt"] + LEAN_RUNTIMES, "tensorrt_rtx": FULL_RUNTIMES["tensorrt_rtx"]}
 
 
 def _rtx_validity(trt: ModuleType, runtime: Any, plan: bytes, path: Path) -> None:
@@ -99,18 +44,7 @@ def _rtx_validity(trt: ModuleType, runtime: Any, plan: bytes, path: Path) -> Non
                     "machine for full speed", path)
 
 
-def _load_v3_plugins(trt: ModuleType, plugins: Mapping[str, Any], path: Path) -> None:
-    """Register our IPluginV3 creators; warn when the library differs from the one the engine was built with."""
-    try:
-        from asanet_rt.engines.plugins.trt_v3 import register_plugins
-    except ImportError as exc:
-        raise AsanetError(f"{path}: the engine uses asanet-rt's V3 plugins (SFM, CFM, GRN); importing "
-                          f"asanet_rt.engines.plugins.trt_v3 failed ({exc}); build them with `make plugins`") from exc
-    library = register_plugins(trt)
-    want = plugins.get("library_sha256")
-    if library and want and os.path.isfile(str(library)) and sha256_file(library) != want:
-        log.warning("%s: plugin library %s differs from the one the engine was built with (sha256 %s...); "
-                    "rebuild the engine if results look wrong", path, library, str(want)[:12])
+_allow_host_code = allow_host_code  # the runner's keyword argument shadows the function's name
 
 
 class TensorRTRunner(Runner):
@@ -118,13 +52,15 @@ class TensorRTRunner(Runner):
 
     ``runtime`` forces the Python module (``tensorrt``, ``tensorrt_lean``, ``tensorrt_rtx``); ``zero_copy`` maps
     pinned host buffers into the GPU's address space instead of copying (Jetson); ``memory`` picks cuda-python or
-    pycuda; ``verify`` checks the engine's sha256 before loading it.
+    pycuda; ``verify`` checks the engine's sha256 before loading it; ``allow_host_code`` lets TensorRT run the
+    host code a version-compatible engine carries (only when you trust the file; see ``allow_host_code()``).
     """
 
     backend = "tensorrt"
 
     def __init__(self, path: str | os.PathLike, device: int = 0, *, runtime: str | None = None,
-                 zero_copy: bool = False, memory: str | None = None, verify: bool = True) -> None:
+                 zero_copy: bool = False, memory: str | None = None, verify: bool = True,
+                 allow_host_code: bool = False) -> None:
         path = Path(path)
         self._cuda: Any = None
         self._buffers: list[tuple[str, int, HostBuffer]] = []
@@ -132,7 +68,10 @@ class TensorRTRunner(Runner):
         super().__init__(str(path), info.model)
         self.info = info
         self.backend = info.backend
-        trt = import_runtime(info.backend, runtime, path)
+        self.device = f"cuda:{int(device)}"
+        version_compatible = bool(info.compatibility.get("version_compatible"))
+        host_code = _allow_host_code(info, path, allowed=allow_host_code, digests=engine_digests(path, plan))
+        trt = import_runtime(info.backend, runtime, path, version_compatible=version_compatible)
         self.trt = trt
         try:
             self._cuda = cuda = open_cuda(device, prefer=memory)
@@ -142,18 +81,19 @@ class TensorRTRunner(Runner):
         check_compatible(info, trt.__version__, self.device_info.compute_capability, backend=info.backend, path=path)
         self._logger = shared_logger(trt)
         self._logger.errors.clear()
-        rt = trt.Runtime(self._logger)
+        rt = create_runtime(trt, self._logger)
         if info.backend == "tensorrt_rtx":
             _rtx_validity(trt, rt, plan, path)
-        if info.plugins.get("mode") == "v3":
-            _load_v3_plugins(trt, info.plugins, path)
-        if info.compatibility.get("version_compatible") and hasattr(rt, "engine_host_code_allowed"):
-            rt.engine_host_code_allowed = True  # the embedded lean runtime of a version-compatible plan
+        register_engine_plugins(trt, info.plugins, path)
+        if hasattr(rt, "engine_host_code_allowed"):
+            rt.engine_host_code_allowed = host_code  # the user's decision, never the header's
         self.engine = rt.deserialize_cuda_engine(plan)
         del plan
         if self.engine is None:
             detail = "; ".join(self._logger.errors[-3:]) or "no message from TensorRT"
-            raise AsanetError(f"{path}: TensorRT could not deserialise the engine ({detail})")
+            hint = "" if host_code else ("; if it was built version-compatible and you trust it, pass "
+                                         "--allow-engine-host-code")
+            raise AsanetError(f"{path}: TensorRT could not deserialise the engine ({detail}){hint}")
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise AsanetError(f"{path}: could not create an execution context (out of GPU memory?)")
@@ -247,12 +187,12 @@ class TensorRTRunner(Runner):
             result[name] = self._host[name].array[:count * dtype.itemsize].view(dtype).reshape(shape).copy()
         return result
 
-    def benchmark_compute(self, feed: Mapping[str, np.ndarray]) -> Callable[[], int]:
+    def compute_fn(self, feed: Mapping[str, np.ndarray]) -> tuple[Callable[[], int], str]:
         """Stage ``feed`` once; the returned call times one enqueue with CUDA events (nanoseconds)."""
         self._stage(feed)
         self._cuda.synchronize(self._stream)
         timer = self._cuda.event_timer(self._stream)
-        return lambda: timer(self._enqueue)
+        return (lambda: timer(self._enqueue)), "cuda_event"
 
     def close(self) -> None:
         """Free the context, the engine, the buffers and the stream; safe to call twice."""

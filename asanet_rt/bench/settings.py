@@ -44,6 +44,7 @@ class BenchSettings:
     openvino_precision: str = "f32"
     isolate: bool = True
     keep_samples: bool = True
+    allow_engine_host_code: bool = False  # trust version-compatible engines' embedded code (--allow-engine-host-code)
 
     def resolved(self) -> "BenchSettings":
         """A copy with ``threads`` filled in and every value checked."""
@@ -70,7 +71,7 @@ class BenchSettings:
         """Keyword options for ``open_runner`` on ``backend``: only those the registry says it takes."""
         spec = get_backend(backend)
         wanted = {"threads": self.threads or None, "torch_device": self.torch_device,
-                  "precision": self.openvino_precision}
+                  "precision": self.openvino_precision, "allow_host_code": self.allow_engine_host_code or None}
         return {k: v for k, v in wanted.items() if k in spec.options and v is not None}
 
     def to_dict(self) -> dict[str, Any]:

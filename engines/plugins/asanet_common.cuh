@@ -17,13 +17,32 @@ template <> __device__ __forceinline__ __half from_float<__half>(float v) { retu
 
 __device__ __forceinline__ float sigmoidf(float v) { return 1.0f / (1.0f + __expf(-v)); }
 
+// max/min that propagate NaN like torch.amax/amin (fmaxf/fminf return the other operand and drop it).
+__device__ __forceinline__ float max_nan(float a, float b) { return (a > b || a != a) ? a : b; }
+__device__ __forceinline__ float min_nan(float a, float b) { return (a < b || a != a) ? a : b; }
+
+// One step of an online softmax over values v with running max m and sum s of exp(v - m). A -inf value adds
+// nothing (exp(-inf - -inf) would be NaN and poison the row); a NaN value makes the row NaN, as in torch.
+__device__ __forceinline__ void softmax_step(float v, float& m, float& s) {
+    if (v > m) {
+        s = (m == -INFINITY) ? 0.0f : s * __expf(m - v);
+        m = v;
+    }
+    if (v != -INFINITY) s += __expf(v - m);
+}
+
+// exp(v - m) / s for a finished row; a row of only -inf (m = -inf) is NaN, as torch.softmax gives.
+__device__ __forceinline__ float softmax_prob(float v, float m, float r) {
+    return m == -INFINITY ? __int_as_float(0x7fc00000) : __expf(v - m) * r;
+}
+
 __device__ __forceinline__ float warp_sum(float v) {
     for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
     return v;
 }
 
 __device__ __forceinline__ float warp_max(float v) {
-    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = fmaxf(v, __shfl_down_sync(0xffffffffu, v, offset));
+    for (int offset = kWarp / 2; offset > 0; offset /= 2) v = max_nan(v, __shfl_down_sync(0xffffffffu, v, offset));
     return v;
 }
 
@@ -49,7 +68,7 @@ __device__ __forceinline__ void warp_softmax_merge(float& m, float& s) {
     for (int offset = kWarp / 2; offset > 0; offset /= 2) {
         const float mo = __shfl_xor_sync(0xffffffffu, m, offset);
         const float so = __shfl_xor_sync(0xffffffffu, s, offset);
-        const float mn = fmaxf(m, mo);
+        const float mn = max_nan(m, mo);
         if (mn != -INFINITY)
             s = (m == -INFINITY ? 0.0f : s * __expf(m - mn)) + (mo == -INFINITY ? 0.0f : so * __expf(mo - mn));
         m = mn;

@@ -63,8 +63,8 @@ __device__ void sfm_pool(const T* __restrict__ x1, const T* __restrict__ x2, flo
     float hi = -INFINITY, lo = INFINITY;
     for (long long i = threadIdx.x; i < hw; i += blockDim.x) {
         const float d = to_float(a[i]) - to_float(b[i]);
-        hi = fmaxf(hi, d);
-        lo = fminf(lo, d);
+        hi = max_nan(hi, d);  // a NaN pixel makes the pooled value NaN, as torch's max pooling does
+        lo = min_nan(lo, d);
     }
     hi = block_reduce<true>(hi);
     lo = -block_reduce<true>(-lo);
@@ -149,17 +149,15 @@ __device__ void cfm_fuse(const T* __restrict__ w, const T* __restrict__ a, T* __
         for (int c = 0; c < channels; ++c) {
             const float v1 = to_float(a[in_base + c * hw]);
             const float v2 = to_float(a[in_base + (channels + c) * hw]);
-            if (v1 > m1) { s1 = s1 * __expf(m1 - v1); m1 = v1; }
-            s1 += __expf(v1 - m1);
-            if (v2 > m2) { s2 = s2 * __expf(m2 - v2); m2 = v2; }
-            s2 += __expf(v2 - m2);
+            softmax_step(v1, m1, s1);
+            softmax_step(v2, m2, s2);
         }
         const float r1 = 1.0f / s1, r2 = 1.0f / s2;
         const long long out_base = n * channels * hw + pixel;
         for (int c = 0; c < channels; ++c) {
             const long long k1 = in_base + c * hw, k2 = in_base + (channels + c) * hw;
-            const float p1 = __expf(to_float(a[k1]) - m1) * r1;
-            const float p2 = __expf(to_float(a[k2]) - m2) * r2;
+            const float p1 = softmax_prob(to_float(a[k1]), m1, r1);
+            const float p2 = softmax_prob(to_float(a[k2]), m2, r2);
             y[out_base + c * hw] = from_float<T>(to_float(w[k1]) * p1 + to_float(w[k2]) * p2);
         }
     }
@@ -181,10 +179,8 @@ __device__ void cfm_fuse_warp(const T* __restrict__ w, const T* __restrict__ a, 
         for (int c = lane; c < channels; c += kWarp) {
             const float v1 = to_float(a[in_base + c * hw]);
             const float v2 = to_float(a[in_base + (channels + c) * hw]);
-            if (v1 > m1) { s1 = s1 * __expf(m1 - v1); m1 = v1; }
-            s1 += __expf(v1 - m1);
-            if (v2 > m2) { s2 = s2 * __expf(m2 - v2); m2 = v2; }
-            s2 += __expf(v2 - m2);
+            softmax_step(v1, m1, s1);
+            softmax_step(v2, m2, s2);
         }
         warp_softmax_merge(m1, s1);
         warp_softmax_merge(m2, s2);
@@ -192,8 +188,8 @@ __device__ void cfm_fuse_warp(const T* __restrict__ w, const T* __restrict__ a, 
         const long long out_base = n * channels * hw + pixel;
         for (int c = lane; c < channels; c += kWarp) {
             const long long k1 = in_base + c * hw, k2 = in_base + (channels + c) * hw;
-            const float p1 = __expf(to_float(a[k1]) - m1) * r1;
-            const float p2 = __expf(to_float(a[k2]) - m2) * r2;
+            const float p1 = softmax_prob(to_float(a[k1]), m1, r1);
+            const float p2 = softmax_prob(to_float(a[k2]), m2, r2);
             y[out_base + c * hw] = from_float<T>(to_float(w[k1]) * p1 + to_float(w[k2]) * p2);
         }
     }
@@ -241,15 +237,19 @@ extern "C" __global__ void grn_scale_f32(const float* g, float* scale, int chann
     grn_scale(g, scale, channels, eps);
 }
 
-// TensorRT AOT plugins (tensorrt.plugin.aot_impl) call a kernel as (inputs..., int32 scalars..., outputs...).
+// TensorRT AOT plugins (tensorrt.plugin.aot_impl) call a kernel as (inputs..., int32 scalars..., outputs...):
+// tensorrt.plugin passes only SymInt32 extra arguments, so they take the four dimensions (each far below 2^31)
+// and form the sizes in 64 bits here; H*W or N*C*H*W past 2^31 cannot wrap.
 #define ASANET_AOT_ENTRY_POINTS(SUFFIX, T)                                                                          \
-    extern "C" __global__ void cfm_gate_aot_##SUFFIX(const T* x1, const T* x2, const T* s, int channels, int hw,   \
-                                                     int total, T* w) {                                           \
-        cfm_gate<T>(x1, x2, s, w, channels, hw, total);                                                            \
+    extern "C" __global__ void cfm_gate_aot_##SUFFIX(const T* x1, const T* x2, const T* s, int n, int channels,    \
+                                                     int h, int w, T* out) {                                      \
+        const long long hw = static_cast<long long>(h) * w;                                                        \
+        cfm_gate<T>(x1, x2, s, out, channels, hw, static_cast<long long>(n) * 2 * channels * hw);                 \
     }                                                                                                              \
-    extern "C" __global__ void cfm_fuse_aot_##SUFFIX(const T* w, const T* a, int channels, int hw, int pixels,    \
+    extern "C" __global__ void cfm_fuse_aot_##SUFFIX(const T* wt, const T* a, int n, int channels, int h, int w,  \
                                                      T* y) {                                                      \
-        cfm_fuse<T>(w, a, y, channels, hw, pixels);                                                                \
+        const long long hw = static_cast<long long>(h) * w;                                                        \
+        cfm_fuse<T>(wt, a, y, channels, hw, static_cast<long long>(n) * hw);                                       \
     }
 
 ASANET_AOT_ENTRY_POINTS(f32, float)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import functools
+import json
+import logging
 import os
 import re
 import shutil
@@ -37,6 +39,9 @@ KERNELS = tuple(f"{op}_{dtype}" for op in ("grn_norm", "grn_apply", "sfm_pool", 
                                            "cfm_fuse", "cfm_fuse_warp", "cfm_gate_aot", "cfm_fuse_aot")
                 for dtype in ("f32", "f16")) + ("grn_scale_f32",)
 FATBIN, PTX = "asanet_kernels.fatbin", "asanet_kernels.ptx"
+#: Written next to the kernels: the nvcc release that built them (the CUDA driver must be at least that major).
+BUILD_INFO = "build_info.json"
+log = logging.getLogger(__name__)
 
 
 def nvcc() -> str:
@@ -52,6 +57,54 @@ def _run(cmd: list[str]) -> str:
     if proc.returncode != 0:
         raise AsanetError(f"nvcc failed ({' '.join(cmd)}):\n{output}")
     return output
+
+
+def nvcc_version(compiler: str | None = None) -> tuple[int, int]:
+    """(major, minor) of ``nvcc --version`` ("release 13.0" -> (13, 0))."""
+    match = re.search(r"release (\d+)\.(\d+)", _run([compiler or nvcc(), "--version"]))
+    if not match:
+        raise AsanetError("nvcc --version printed no release number")
+    return int(match.group(1)), int(match.group(2))
+
+
+def built_with(path: str | os.PathLike) -> tuple[int, int] | None:
+    """The CUDA release whose nvcc built the kernels at ``path``: ``build_info.json`` beside them, else the
+    "Cuda compilation tools, release X.Y" line nvcc writes at the top of a PTX file."""
+    path = Path(path)
+    info = path.parent / BUILD_INFO
+    try:
+        major, minor = json.loads(info.read_text())["nvcc"]
+        return int(major), int(minor)
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        head = path.read_bytes()[:4096].decode("latin-1")
+    except OSError:
+        return None
+    match = re.search(r"Cuda compilation tools, release (\d+)\.(\d+)", head)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def check_driver_supports(path: str | os.PathLike, driver: tuple[int, int] | None = None) -> None:
+    """Refuse kernels from an nvcc newer than the CUDA driver can load (a CUDA 13 build on JetPack 6's CUDA 12.6
+    driver, or on a desktop driver older than 580): one clear error naming both versions, before TensorRT runs."""
+    if driver is None:
+        from asanet_rt.backends.tensorrt_common import cuda_driver_version
+
+        driver = cuda_driver_version()
+    nvcc_release = built_with(path)
+    if driver is None or nvcc_release is None:
+        return  # no driver (other checks say so) or an unknown build: nothing to compare
+    if driver[0] < nvcc_release[0]:
+        raise AsanetError(
+            f"{path}: the plugin kernels were built by nvcc {nvcc_release[0]}.{nvcc_release[1]} (CUDA "
+            f"{nvcc_release[0]}), but this CUDA driver supports CUDA {driver[0]}.{driver[1]} and cannot load them; "
+            f"rebuild them with this machine's CUDA {driver[0]}.x toolkit (`make plugins`; JetPack 6 ships CUDA "
+            f"12.6) or install a CUDA {nvcc_release[0]} driver (desktop: 580 or newer for CUDA 13)")
+    if driver < nvcc_release:
+        log.warning("%s: built by nvcc %d.%d, the driver supports CUDA %d.%d: its SASS loads, but the driver cannot "
+                    "JIT the PTX (GPUs without SASS in the fatbin, and TensorRT's AOT plugins)", path,
+                    *nvcc_release, *driver)
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,6 +159,8 @@ def build_plugins(out_dir: str | os.PathLike | None = None, archs: tuple[int, ..
         gencode = [f"-gencode=arch=compute_{a},code=sm_{a}" for a in archs]
         _run([compiler, *FLAGS, *gencode, f"-gencode=arch=compute_{ptx_arch},code=compute_{ptx_arch}", "-fatbin",
               "-o", str(out / FATBIN), str(SOURCE)])
+    (out / BUILD_INFO).write_text(json.dumps({"nvcc": list(nvcc_version(compiler)), "sass": list(archs),
+                                              "ptx": ptx_arch}))
     return out / FATBIN
 
 

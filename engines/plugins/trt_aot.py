@@ -7,30 +7,43 @@ element-wise pass (one kernel could only do that with one block per sample, or a
 co-resident grid and zeroed scratch); in an AOT build their nodes keep TensorRT's own layers (parsed from the
 ops' ONNX local functions), and ``v3`` mode fuses all four.
 
-Registration: ``register_aot_plugins()`` (idempotent). Importing this module also registers when ``tensorrt`` is
-already imported (the engine builder relies on that); on a machine without TensorRT the import does nothing.
+Registration: ``prepare_ptx()`` (nvcc, the driver check) then ``register_aot_plugins()`` (idempotent), both
+called explicitly by the builder before TensorRT builds; importing this module registers nothing. ``aot_impl``
+runs inside TensorRT's build and only hands back the PTX prepared earlier, so a missing nvcc or a driver too old
+for the PTX fails before the build, where ``--plugins auto`` can still fall back to the local functions.
 
 No ``from __future__ import annotations`` here: ``tensorrt.plugin`` validates the decorated functions' type
 annotations with ``issubclass``, which needs the real classes, not strings.
 """
-import sys
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 from . import AOT_OPS  # noqa: F401  (re-exported: the ops this module registers)
-from .build import DEFAULT_OUT, PTX, build_plugins
+from .build import DEFAULT_OUT, PTX, build_plugins, check_driver_supports
 
 #: Threads per block of the AOT launches (the kernels are grid-stride loops: any grid covers any shape).
 BLOCK = 256
 LIBRARY_PATH = DEFAULT_OUT / PTX
 _registered = False
+_ptx: Optional[bytes] = None
+
+
+def prepare_ptx() -> bytes:
+    """Build the PTX if missing (needs nvcc), check the CUDA driver can JIT it, and keep it for ``aot_impl``."""
+    global _ptx
+    if not LIBRARY_PATH.is_file():
+        build_plugins(LIBRARY_PATH.parent)
+    data = Path(LIBRARY_PATH).read_bytes()
+    check_driver_supports(LIBRARY_PATH)
+    _ptx = data
+    return data
 
 
 def ptx() -> bytes:
-    """The PTX of the plugin kernels (built on first use if missing)."""
-    if not LIBRARY_PATH.is_file():
-        build_plugins(DEFAULT_OUT)
-    return Path(LIBRARY_PATH).read_bytes()
+    """The PTX ``prepare_ptx`` read; called from TensorRT's build callback, so it never compiles anything."""
+    if _ptx is None:
+        raise RuntimeError("asanet AOT plugins: prepare_ptx() was not called before the build")
+    return _ptx
 
 
 def register_aot_plugins() -> None:
@@ -49,9 +62,9 @@ def register_aot_plugins() -> None:
     def suffix(desc: "trtp.TensorDesc") -> str:
         return "f32" if desc.dtype == trt.float32 else "f16"
 
-    def launch_params(threads: "trtp.ShapeExpr") -> "trtp.KernelLaunchParams":
+    def launch_params(plane: "trtp.ShapeExpr", planes: "trtp.ShapeExpr") -> "trtp.KernelLaunchParams":
         params = trtp.KernelLaunchParams()
-        params.grid_x = trtp.cdiv(threads, BLOCK)
+        params.grid_x = trtp.cdiv(plane, BLOCK) * planes
         params.block_x = BLOCK
         params.shared_mem = 0
         return params
@@ -75,11 +88,10 @@ def register_aot_plugins() -> None:
     def cfm_gate_aot(x1: trtp.TensorDesc, x2: trtp.TensorDesc, s: trtp.TensorDesc,
                      outputs: Tuple[trtp.TensorDesc], tactic: int) -> AotResult:
         d = x1.shape_expr
-        hw = d[2] * d[3]
-        total = outputs[0].shape_expr.numel()
-        # cfm_gate_aot_*(x1, x2, s, int channels, int hw, int total, w)
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[1], hw, total)])
-        return f"cfm_gate_aot_{suffix(x1)}".encode(), ptx(), launch_params(total), extra
+        # cfm_gate_aot_*(x1, x2, s, int n, int channels, int h, int w, out): sizes formed in 64 bits inside.
+        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[0], d[1], d[2], d[3])])
+        # Grid-stride kernel: about one thread per output element, the block count as a product of small terms.
+        return f"cfm_gate_aot_{suffix(x1)}".encode(), ptx(), launch_params(d[2] * d[3], d[0] * d[1] * 2), extra
 
     # -- CFMFuse: y = w[:, :C] * softmax_c(a[:, :C]) + w[:, C:] * softmax_c(a[:, C:]), (N, C, H, W)
     @trtp.register("asanet::CFMFuse")
@@ -96,14 +108,9 @@ def register_aot_plugins() -> None:
     def cfm_fuse_aot(w: trtp.TensorDesc, a: trtp.TensorDesc, outputs: Tuple[trtp.TensorDesc],
                      tactic: int) -> AotResult:
         d = w.shape_expr
-        hw = d[2] * d[3]
-        pixels = d[0] * hw
-        # cfm_fuse_aot_*(w, a, int channels, int hw, int pixels, y): one thread per (n, pixel)
-        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[1] // 2, hw, pixels)])
-        return f"cfm_fuse_aot_{suffix(w)}".encode(), ptx(), launch_params(pixels), extra
+        # cfm_fuse_aot_*(w, a, int n, int channels, int h, int w, y): one thread per (n, pixel)
+        extra = trtp.SymIntExprs.from_tuple([trtp.SymInt32(e) for e in (d[0], d[1] // 2, d[2], d[3])])
+        return f"cfm_fuse_aot_{suffix(w)}".encode(), ptx(), launch_params(d[2] * d[3], d[0]), extra
 
     _registered = True
 
-
-if "tensorrt" in sys.modules:  # the builder imports this module to register (it has imported tensorrt already)
-    register_aot_plugins()

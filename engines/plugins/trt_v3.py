@@ -1,10 +1,13 @@
 """IPluginV3 plugins for the ``asanet`` ops (TensorRT 10.3, JetPack 6, up to 11.x), launched with cuda-python.
 
-The creators register under name = ONNX op type, version "1", namespace "asanet" (the ONNX domain is the plugin
-namespace from TensorRT 10.10; the builder also writes ``plugin_namespace`` on the nodes for older parsers).
-The engine then needs this module at run time: ``asanet_rt.backends.tensorrt`` imports it when an engine's
-metadata says ``plugins.mode == "v3"``. Kernels come from the nvcc-built fatbin (``make plugins``); launch
-geometry from ``launch.py``. Nothing here imports tensorrt or cuda at module import.
+The creators register under name = ONNX op type, version "1", namespace "asanet". TensorRT's ONNX parser looks a
+plugin up by the node's op type, its ``plugin_version`` attribute (default "1") and its ``plugin_namespace``
+attribute (default: the empty namespace); it never reads the ONNX domain. The builder therefore writes both
+attributes on every asanet node and removes the ops' local functions from the copy the parser reads (parsers up
+to 10.6 import a node from its local function before any plugin lookup). The engine then needs this module at
+run time: ``asanet_rt.backends.tensorrt_common.register_engine_plugins`` registers it when an engine's metadata
+says ``plugins.mode == "v3"``, after checking the kernels' sha256. Kernels come from the nvcc-built fatbin
+(``make plugins``); launch geometry from ``launch.py``. Nothing here imports tensorrt or cuda at module import.
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import numpy as np
 from asanet_rt.errors import AsanetError
 
 from . import launch
-from .build import DEFAULT_OUT, FATBIN
+from .build import DEFAULT_OUT, FATBIN, check_driver_supports
 
 NAMESPACE, VERSION = "asanet", "1"
 OPS = ("GRN", "SFM", "CFMGate", "CFMFuse")
@@ -145,7 +148,13 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
             pass
 
         def get_fields_to_serialize(self) -> Any:
-            return trt.PluginFieldCollection([])
+            return self._keep_fields([])
+
+        def _keep_fields(self, fields: list, *arrays: np.ndarray) -> Any:
+            # TensorRT before 10.6 reads the returned collection after the call returns: keep it (and the
+            # arrays its fields point into) alive on the plugin, or the serialized engine holds freed memory.
+            self._serialized_fields = (arrays, fields, trt.PluginFieldCollection(fields))
+            return self._serialized_fields[2]
 
         def get_workspace_size(self, inputs: list, outputs: list) -> int:
             return self.plan([tuple(d.max) for d in inputs], "float32").workspace_bytes
@@ -185,8 +194,8 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
             return [inputs[0]]
 
         def get_fields_to_serialize(self) -> Any:
-            return trt.PluginFieldCollection([trt.PluginField("eps", np.array([self.eps], np.float32),
-                                                              trt.PluginFieldType.FLOAT32)])
+            data = np.array([self.eps], np.float32)
+            return self._keep_fields([trt.PluginField("eps", data, trt.PluginFieldType.FLOAT32)], data)
 
         def plan(self, shapes, dtype):
             return launch.grn_plan(*shapes[0], dtype, self.eps)
@@ -259,12 +268,18 @@ def make_classes(trt: Any) -> dict[str, tuple[type, type]]:
 _registered: dict[int, list] = {}
 
 
+def kernel_library() -> Path:
+    """The fatbin these plugins load (its sha256 is recorded in engines built with them)."""
+    return _Kernels.path
+
+
 def register_plugins(trt: Any, fatbin: str | Path | None = None) -> str:
     """Register the four creators with ``trt``'s plugin registry (once per module); returns the fatbin path."""
     if fatbin is not None:
         _Kernels.path = Path(fatbin)
     if not _Kernels.path.is_file():
         raise AsanetError(f"{_Kernels.path}: plugin kernels are not built; run `make plugins`")
+    check_driver_supports(_Kernels.path)
     if id(trt) not in _registered:
         registry = trt.get_plugin_registry()
         creators = [creator() for _, creator in make_classes(trt).values()]
