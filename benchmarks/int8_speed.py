@@ -14,9 +14,9 @@ Punjab scene as the demo does (``--calib-tiles`` asked, three 128 px tiles there
 used for calibration: the four TerraMesh tiles at 224 px (Parana and Jutland are the demo's scenes on one grid;
 Tanzania and Hudson Bay), argmax agreement with its FP32 ONNX.
 
-Forms: ``traced`` (Q/DQ on the graph as exported), ``gelu+grn`` (GELU as one op, GRN applied as one
-per-channel factor, beta folded into the next conv; ``graph_cpu.fuse_gelu`` + ``rewrite_grn(keep)``), ``cpu``
-(the cpu target's form: also GRN's sum of squares as a channels-last MatMul).
+Forms (``export/graph_cpu.py``): ``traced`` (Q/DQ on the graph as exported), ``openvino`` (the openvino target's:
+GELU as one op, GRN applied as one per-channel factor, beta folded into the next conv), ``cpu`` (the cpu
+target's: also GRN's sum of squares as a channels-last MatMul and the channel softmaxes decomposed).
 """
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data" / "terramind"
 DEMO = REPO / "demo"
-FORMS = ("traced", "gelu+grn", "cpu")
+FORMS = ("traced", "openvino", "cpu")
 #: multiply-accumulates per 256 x 256 tile (``asanet-rt info --tile 256``)
 GMACS_256 = {"tiny": 25.85}
 TERRAMESH = {"282D_485L_3_3": "parana", "38D_378R_2_3": "tanzania", "609U_541L_3_0": "hudson_bay",
@@ -40,19 +40,12 @@ TERRAMESH = {"282D_485L_3_3": "parana", "38D_378R_2_3": "tanzania", "609U_541L_3
 
 
 def int8_forms(fp32, tiles, forms=FORMS):
-    """INT8 (cpu target, default float layers) of ``fp32`` in each of ``forms``."""
-    from asanet_rt.export.graph_cpu import fuse_gelu, rewrite_grn
-    from asanet_rt.export.graph_utils import copy_model, name_nodes
+    """INT8 (uint8 activations, default float layers) of ``fp32`` in each graph form of ``forms``."""
     from asanet_rt.export.int8 import make_int8
 
     out = {}
     for form in forms:
-        graph = name_nodes(copy_model(fp32))
-        if form == "gelu+grn":
-            fuse_gelu(graph)
-            rewrite_grn(graph, "keep")
-        out[form] = make_int8(graph, tiles, "cpu", "percentile", "none",
-                              graph_form="cpu" if form == "cpu" else "traced").model
+        out[form] = make_int8(fp32, tiles, "cpu", "percentile", "none", graph_form=form).model
         out[form].ClearField("metadata_props")
         out[form].metadata_props.extend(fp32.metadata_props)
     return out

@@ -74,8 +74,9 @@ def register_export(sub: argparse._SubParsersAction) -> None:
                    help="portable: standard ONNX ops; plugins: SFM/CFM/GRN as asanet-domain ops with function "
                         "bodies (TensorRT plugins)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
-    p.add_argument("--int8-target", choices=("cpu", "tensorrt"), default=None,
-                   help="Q/DQ form: cpu = uint8 activations for ONNX Runtime, tensorrt = symmetric int8")
+    p.add_argument("--int8-target", choices=("cpu", "openvino", "tensorrt"), default=None,
+                   help="Q/DQ form: cpu = uint8 activations in ONNX Runtime's fastest graph form, openvino = the "
+                        "same Q/DQ in OpenVINO's, tensorrt = symmetric int8 (default)")
     p.add_argument("--calib", nargs="+", default=None,
                    help="calibration data for int8: a folder of tiles or OPTICAL.tif,SAR.tif pairs")
     p.add_argument("--calib-method", choices=("minmax", "percentile", "entropy"), default="percentile")

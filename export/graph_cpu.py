@@ -41,6 +41,15 @@ def cpu_int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def openvino_int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The graph the ``openvino`` INT8 target quantises: one GELU op, GRN as one per-channel factor; GRN's
+    reduction and the softmaxes stay as traced (OpenVINO's CPU plugin runs them in its blocked layouts, and the
+    channels-last MatMul form costs it layout reorders). Measured in ``benchmarks/int8_speed.py``."""
+    fuse_gelu(model)
+    rewrite_grn(model, "keep")
+    return model
+
+
 def decompose_softmax(model: onnx.ModelProto, axis: int = 1) -> int:
     """``Softmax(axis=1)`` as ``exp(x - max) / sum(exp(x - max))`` over that axis; in place, returns how many.
 

@@ -7,7 +7,11 @@ Two targets, because the two consumers want different Q/DQ forms:
   bias DequantizeLinear) and fuses each DQ -> Conv -> (Q) into an INT8 kernel.
 - ``cpu``: ONNX Runtime's fast CPU form: uint8 asymmetric activations (the zero point absorbs the one-sided
   range after GELU/ReLU, one bit more resolution than symmetric int8), int8 symmetric per-channel weights,
-  int32 biases; ORT fuses the groups into QLinearConv.
+  int32 biases; ORT fuses the groups into QLinearConv. The float work between the quantised convolutions is
+  rewritten into ORT's fastest form first (``graph_cpu.cpu_int8_form``).
+- ``openvino``: the same Q/DQ, on the form OpenVINO's CPU plugin runs fastest (``graph_cpu.openvino_int8_form``:
+  one GELU op and GRN as one per-channel factor, but GRN's reduction and the softmaxes as traced, which its
+  plugin runs in its own blocked layouts).
 
 Only Conv, MatMul and Gemm are quantised (where INT8 pays). Kept in float by default: LayerNorm, GRN and
 softmax (not in the quantised op set at all), the two stems (the first convolution of each stream, whose input
@@ -39,12 +43,14 @@ from onnx import numpy_helper
 from asanet_rt.errors import AsanetError
 
 from .calibration import CalibrationResult, Tile, collect_ranges, make_session
-from .graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form
+from .graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form, openvino_int8_form
 from .graph_utils import add_outputs, constant_names, copy_model, is_pooled, logits_tensor, name_nodes, value_types
 
 log = logging.getLogger(__name__)
 
-INT8_TARGETS = ("tensorrt", "cpu")
+INT8_TARGETS = ("tensorrt", "cpu", "openvino")
+#: Float forms the Q/DQ can be placed into (``make_int8(graph_form=...)``); each target uses its namesake.
+GRAPH_FORMS = {"traced": lambda model: model, "cpu": cpu_int8_form, "openvino": openvino_int8_form}
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: auto sensitivity pass: stop keeping layers in float once argmax agreement with FP32 reaches this ...
 AGREEMENT_GOAL = 0.995
@@ -433,20 +439,23 @@ def carry_calibration(portable: onnx.ModelProto, plugins: onnx.ModelProto,
 def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, method: str = "percentile",
               keep_fp: str | Sequence[str] = "auto", artifact: onnx.ModelProto | None = None,
               sensitivity_tiles: Sequence[Tile] | None = None,
-              progress: Callable[[str], None] | None = None, graph_form: str = "cpu") -> Int8Result:
+              progress: Callable[[str], None] | None = None, graph_form: str | None = None) -> Int8Result:
     """Quantise. ``portable`` is the FP32 portable graph (calibration and sensitivity run on it); ``artifact``
-    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``). ``graph_form``: for the
-    ``cpu`` target, ``cpu`` (``graph_cpu.cpu_int8_form``) or ``traced`` (the graph as exported; for
-    benchmarks)."""
+    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``). ``graph_form``: the float
+    form the Q/DQ go into: ``None`` (the target's own: ``cpu`` or ``openvino`` for those targets, ``traced``
+    for tensorrt), or one of ``GRAPH_FORMS`` (benchmarks compare them)."""
     if target not in INT8_TARGETS:
         raise AsanetError(f"--int8-target {target!r}: choose one of {', '.join(INT8_TARGETS)}")
     keep_fp = parse_keep_fp(keep_fp) if not isinstance(keep_fp, tuple) else keep_fp
     portable = name_nodes(copy_model(portable))
     plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
-    if target == "cpu" and not plugin_graph and graph_form == "cpu":
-        # ONNX Runtime's form of the float work between quantised convolutions (graph_cpu); calibration, the
+    form = graph_form or (target if target in GRAPH_FORMS else "traced")
+    if form not in GRAPH_FORMS:
+        raise AsanetError(f"INT8 graph form {form!r}: choose one of {', '.join(GRAPH_FORMS)}")
+    if form != "traced" and not plugin_graph:
+        # the backend's form of the float work between quantised convolutions (graph_cpu); calibration, the
         # sensitivity pass and the quantiser all see the rewritten graph. The plugin flavour keeps its fused ops.
-        portable = cpu_int8_form(portable)
+        portable = GRAPH_FORMS[form](portable)
     roles = node_roles(portable)
     default_kept = [KeptLayer(n, reason) for n, (role, reason) in roles.items() if role == "float"]
     candidates = [n for n, (role, _) in roles.items() if role == "quantize"]

@@ -52,8 +52,8 @@ class PrecisionOptions:
             if self.int8_target is not None:
                 raise AsanetError(f"--int8-target applies to --precision int8, not {self.precision}")
             return
-        if self.int8_target not in (None, "tensorrt", "cpu"):
-            raise AsanetError(f"--int8-target {self.int8_target!r}: choose tensorrt or cpu")
+        if self.int8_target not in (None, "tensorrt", "cpu", "openvino"):
+            raise AsanetError(f"--int8-target {self.int8_target!r}: choose tensorrt, cpu or openvino")
         if self.calib_method not in CALIB_METHODS:
             raise AsanetError(f"--calib-method {self.calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
         if not self.calib:

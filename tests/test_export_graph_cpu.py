@@ -91,3 +91,16 @@ def test_patterns_that_do_not_match_are_left_alone():
     model = helper.make_model(helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
                                                 [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], inits))
     assert fuse_gelu(model) == 0 and rewrite_grn(model) == 0 and len(model.graph.node) == 5
+
+
+def test_each_int8_target_quantises_its_own_form(fp32):
+    from asanet_rt.export.int8 import make_int8
+
+    tiles = synthetic_tiles(1, 64)
+    ops = {target: Counter(n.op_type for n in make_int8(fp32, tiles, target, "minmax", "none").model.graph.node)
+           for target in ("cpu", "openvino", "tensorrt")}
+    assert ops["cpu"]["Gelu"] and ops["openvino"]["Gelu"] and not ops["tensorrt"]["Gelu"]
+    assert ops["cpu"]["Softmax"] == 0 and ops["openvino"]["Softmax"] == ops["tensorrt"]["Softmax"] > 0
+    assert ops["cpu"]["MatMul"] > ops["openvino"]["MatMul"] == ops["tensorrt"]["MatMul"]  # GRN's sums
+    with pytest.raises(Exception, match="graph form 'nope'"):
+        make_int8(fp32, tiles, "cpu", "minmax", "none", graph_form="nope")

@@ -408,3 +408,9 @@ def test_cli_export_int8(small_model, terramind, tmp_path, capsys):
     assert "int8 for cpu" in text and "argmax agreement" in text
     assert out.with_name("m.report.json").exists() and read_metadata(out).export["calibration"]["method"] == "minmax"
     assert logits_tensor(onnx.load(str(out)))
+
+
+def test_int8_targets_are_validated(terramind):
+    PrecisionOptions("int8", "openvino", calib=(terramind,)).validate()
+    with pytest.raises(AsanetError, match="choose tensorrt, cpu or openvino"):
+        PrecisionOptions("int8", "gpu", calib=(terramind,)).validate()
