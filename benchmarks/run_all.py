@@ -257,7 +257,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += [f"- {line}" for line in bench.describe_environment(first)[:-2]]
     lines += ["", f"## CPU: tiles of {result['tile']} x {result['tile']} px, random weights", "",
               "End-to-end latency per batch (numpy in, numpy out), torch eager on the checkpoint as the baseline "
-              "(× = torch p50 / model p50); GOP/s = 2 x multiply-accumulates per second at the p50 rate. "
+              "(× = torch p50 / model p50); GOP/s = 2 x multiply-accumulates per tile x tiles/s. "
               "`default (auto: X)` is what `classify` runs: the backend the timed probe picked. INT8: "
               "`--int8-target cpu --keep-fp none` (default float layers only), calibrated on two tiles.", "",
               "| arch | backend | precision | batch | p50 ms | p90 ms | tiles/s | × torch eager | GOP/s | "
