@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,11 @@ PARITY_FIXTURE = SHARED / "reference" / "parity_fixture"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # ONNX files run on ONNX Runtime unless a test checks backend="auto" itself (it deletes the variable): the
+    # speed probe would time every fresh toy model. Set for the whole session, so module-scoped fixtures and
+    # subprocesses see it too; the probe cache goes to a temporary folder, never the user's.
+    os.environ.setdefault("ASANET_RT_BACKEND", "onnxruntime")
+    os.environ.setdefault("ASANET_RT_CACHE", tempfile.mkdtemp(prefix="asanet_rt_test_cache_"))
     config.addinivalue_line("markers", "gpu: needs an NVIDIA GPU (and CuPy or TensorRT); skipped without one")
     config.addinivalue_line("markers", "slow: takes more than a few seconds on 2 CPU cores")
 
@@ -29,10 +35,3 @@ def parity_fixture() -> Path:
         pytest.skip(f"{PARITY_FIXTURE} is absent (official-code parity fixture lives in ../shared)")
     return PARITY_FIXTURE
 
-
-@pytest.fixture(autouse=True)
-def _fixed_cpu_backend(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
-    """Tests run ONNX files on ONNX Runtime unless they test ``backend="auto"`` itself (they delete the variable):
-    the speed probe would time every fresh toy model, and the cache goes to a temporary folder, not the user's."""
-    monkeypatch.setenv("ASANET_RT_BACKEND", os.environ.get("ASANET_RT_BACKEND", "onnxruntime"))
-    monkeypatch.setenv("ASANET_RT_CACHE", str(tmp_path_factory.getbasetemp() / "asanet_rt_cache"))

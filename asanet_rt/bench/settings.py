@@ -114,10 +114,12 @@ def parse_model(text: str, torch_compile: bool = False, settings: "BenchSettings
     if backend == "auto" and file_kind(path) == "onnx":
         from ..backends.auto import choose_backend
 
-        chosen, _ = choose_backend(path, "auto", tile=settings.tiles[0] if settings else None,
-                                   batch=settings.batches[0] if settings else None,
-                                   threads=(settings.threads or None) if settings else None)
-        return ModelSpec(str(path), chosen, label=f"{Path(path).name} (auto: {chosen})")
+        chosen, choice = choose_backend(path, "auto", tile=settings.tiles[0] if settings else None,
+                                        batch=settings.batches[0] if settings else None,
+                                        threads=(settings.threads or None) if settings else None)
+        # labelled as auto's pick only when a probe chose it (not $ASANET_RT_BACKEND, not a lone backend)
+        label = f"{Path(path).name} (auto: {chosen})" if choice is not None and choice.timings_ms else ""
+        return ModelSpec(str(path), chosen, label=label)
     spec = resolve(path, backend)
     name = spec.name
     if name == "torch" and torch_compile:
