@@ -69,7 +69,7 @@ def calibration_folder(tmp: Path) -> Path:
 def prepare_models(arch: str, folder: Path, calib: Path, plugins: bool, start: float) -> dict[str, Path]:
     """``{arch}.safetensors`` (seeded random weights), FP32 and INT8 (cpu) ONNX; reused when already there."""
     paths = {"checkpoint": folder / f"{arch}.safetensors", "fp32": folder / f"{arch}_fp32.onnx",
-             "int8": folder / f"{arch}_int8_cpu.onnx"}
+             "int8": folder / f"{arch}_int8_cpu.onnx", "int8_openvino": folder / f"{arch}_int8_openvino.onnx"}
     if plugins:
         paths["fp32_plugins"] = folder / f"{arch}_fp32_plugins.onnx"
     if all(p.is_file() for p in paths.values()):
@@ -91,8 +91,9 @@ def prepare_models(arch: str, folder: Path, calib: Path, plugins: bool, start: f
     options = ExportOptions(batch=(1, 8), tile=(256, 512))
     log(f"{arch}: exporting FP32 ONNX", start)
     export_model(model, paths["fp32"], options, PrecisionOptions(), report=False)
-    log(f"{arch}: exporting INT8 ONNX (cpu target, 2 calibration tiles, keep-fp none)", start)
-    export_model(model, paths["int8"], options, PrecisionOptions(precision="int8", int8_target="cpu",
+    log(f"{arch}: exporting INT8 ONNX (cpu and openvino targets, 2 calibration tiles, keep-fp none)", start)
+    for key, target in (("int8", "cpu"), ("int8_openvino", "openvino")):
+        export_model(model, paths[key], options, PrecisionOptions(precision="int8", int8_target=target,
                                                                   calib=(str(calib),), calib_tiles=2,
                                                                   keep_fp="none"), report=False)
     if plugins:
@@ -117,7 +118,7 @@ def cpu_section(arch: str, paths: dict[str, Path], args: argparse.Namespace, sta
                                    threads=args.threads, mode="both" if args.compute else "e2e")
     backends = ["onnxruntime"] + (["openvino"] if args.openvino else [])
     models = [str(paths["checkpoint"])]
-    for key in ("fp32", "int8"):
+    for key in ("fp32", "int8", "int8_openvino") if args.openvino else ("fp32", "int8"):
         models += [f"{paths[key]}@{b}" for b in backends] + [str(paths[key])]  # the bare path: auto's choice
     log(f"{arch}: bench torch eager vs FP32 / INT8 on {', '.join(backends)} and auto", start)
     report = bench.run_benchmark(models, settings, quiet=True)
@@ -233,9 +234,12 @@ def _cpu_rows(arch: str, report: dict[str, Any]) -> list[str]:
         speed = ratio.get("e2e_speedup_p50")
         if " (auto: " in m.get("label", ""):
             backend = f"default (auto: {backend})"
+        precision = m.get("precision")
+        if precision == "int8" and m.get("int8_target"):
+            precision = f"int8 ({m['int8_target']})"
         gops = report.get("gmacs_per_tile")
         gops = "-" if not gops else f"{2 * gops * e2e['throughput']['tiles_per_s']:.0f}"
-        rows.append(f"| {arch} | {backend} | {m.get('precision')} | {r['batch']} | {e2e['latency_ms']['p50']:.1f} | "
+        rows.append(f"| {arch} | {backend} | {precision} | {r['batch']} | {e2e['latency_ms']['p50']:.1f} | "
                     f"{e2e['latency_ms']['p90']:.1f} | {e2e['throughput']['tiles_per_s']:.2f} | "
                     f"{'-' if speed is None else f'{speed:.2f}x'} | {gops} | {r['peak_rss_mb']:.0f} |")
     for m in report["models"]:
