@@ -1,33 +1,48 @@
 # Two entry points, as the README promises: `make demo` (set up + run the whole chain on the bundled demo) and
-# `make test` (set up + run the test suite). Both create .venv with the CPU build of torch, never a CUDA one.
+# `make test` (set up + run the test suite). Both install into .venv with the CPU build of torch on any machine
+# (tools/install.py: PyPI's Linux torch is a CUDA build of several GB).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
-EXTRAS ?= export,rtx,dev,ray
+# what `make demo` needs: runtime, export stage, matplotlib for the quick-look legend
+DEMO_EXTRAS ?= export,plot
+# what the test suite covers on a CPU: adds pytest and friends, the TensorRT-RTX builder, Ray
+TEST_EXTRAS ?= export,plot,dev,rtx,ray
+INSTALL = $(BIN)/python tools/install.py --python $(BIN)/python
 
-.PHONY: setup demo test plugins bench clean
+.PHONY: setup setup-demo demo test check-install plugins bench clean
 
-setup: $(STAMP)
+setup: $(VENV)/.installed-test
 
-$(STAMP): setup.py pyproject.toml
+setup-demo: $(VENV)/.installed-demo
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	# torch is pinned to the CPU wheel in the `export` extra; installing it first keeps pip from resolving a CUDA build.
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[$(EXTRAS)]"
-	touch $(STAMP)
 
-demo: $(STAMP)
+$(VENV)/.installed-demo: setup.py pyproject.toml tools/install.py | $(BIN)/python
+	$(INSTALL) --extras $(DEMO_EXTRAS)
+	touch $@
+
+$(VENV)/.installed-test: setup.py pyproject.toml tools/install.py | $(BIN)/python
+	$(INSTALL) --extras $(TEST_EXTRAS)
+	touch $@
+
+demo: $(VENV)/.installed-demo
 	$(BIN)/python tools/run_demo.py --out out/demo
 
-test: $(STAMP)
+test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
+
+# resolve both installs without installing and fail if either would pull a CUDA wheel (CI runs this)
+check-install: | $(BIN)/python
+	$(INSTALL) --extras $(DEMO_EXTRAS) --check
+	$(INSTALL) --extras $(TEST_EXTRAS) --check
 
 plugins:
 	$(MAKE) -C engines/plugins
 
-bench: $(STAMP)
+bench: $(VENV)/.installed-test
 	$(BIN)/python benchmarks/run_all.py
 
 clean:

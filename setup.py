@@ -8,7 +8,8 @@ from setuptools import setup
 HERE = Path(__file__).parent
 VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "asanet_rt" / "_version.py").read_text()).group(1)
 
-# The export stage pins the CPU build of torch that this workplace ships; an unpinned torch pulls a CUDA build.
+# torch is pinned; `make setup` (tools/install.py) and the README's pip commands take it from PyTorch's CPU wheel
+# index, as PyPI's Linux torch is a CUDA build. GPU packages live in their own extras, never in the default install.
 EXTRAS = {
     "export": ["torch==2.13.0", "onnx>=1.17", "onnxslim>=0.1.50", "safetensors>=0.4", "onnxruntime>=1.20",
                "polygraphy>=0.49"],
@@ -22,13 +23,13 @@ EXTRAS = {
     "openvino": ["openvino>=2025.0"],
     "plot": ["matplotlib>=3.8"],
     "ray": ["ray>=2.9"],
-    "dev": ["pytest>=8", "polygraphy>=0.49", "rio-cogeo>=5", "matplotlib>=3.8", "openvino>=2025.0"],
+    "dev": ["pytest>=8", "polygraphy>=0.49", "rio-cogeo>=5", "matplotlib>=3.8"],
 }
 
 setup(
     name="asanet-rt",
     version=VERSION,
-    description=__doc__,
+    description=" ".join(__doc__.split()),
     long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",

@@ -5,8 +5,10 @@ import argparse
 import json
 import sys
 
-from .backends import backend_help
-from .runtime_cli import add_engine_trust_option, add_scene_options, backend_arg, scene_options
+from .cli_options import (add_backend_option, add_engine_trust_option, add_json_options, add_quiet_option,
+                          command, non_negative_int,
+                          positive_float, positive_int, threads)
+from .runtime_cli import add_scene_options, runtime_backends, scene_options
 
 _EPILOG = """\
 manifest (CSV with a header, or a JSON list of objects); relative paths resolve against the manifest's folder,
@@ -24,8 +26,8 @@ examples:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``batch`` subcommand."""
-    p = subparsers.add_parser(
-        "batch", help="classify every scene pair of a manifest (in-process or on a Ray cluster), resumably",
+    p = command(
+        subparsers, "batch", help="classify every scene pair of a manifest (in-process or on a Ray cluster), resumably",
         description="Classify the optical + SAR pairs listed in MANIFEST into OUTDIR. Finished scenes get a "
                     "done-record (OUTDIR/.done/NAME.json); a re-run skips scenes whose record still matches "
                     "(same inputs, model, SDK version and options). Failed scenes are retried, then reported.",
@@ -33,27 +35,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("manifest", help="CSV (optical,sar[,output] header) or JSON list of objects")
     p.add_argument("-o", "--outdir", required=True, help="output folder (created if missing)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
-    p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
-    p.add_argument("--device", type=int, default=0, help="GPU index without Ray (with Ray, each actor gets its own)")
+    add_backend_option(p, runtime_backends(), "by file type")
+    p.add_argument("--device", type=non_negative_int, default=0, help="GPU index without Ray (with Ray, each actor gets its own)")
     add_engine_trust_option(p)
-    p.add_argument("--threads", type=int, default=None,
-                   help="ONNX Runtime intra-op threads per worker (default: all cores in-process, else "
+    p.add_argument("--threads", type=threads, default=None,
+                   help="CPU threads per worker for CPU backends (default: all cores in-process, else "
                         "--cpus-per-worker)")
     g = p.add_argument_group("parallelism and retries")
     g.add_argument("--ray", default=None, metavar="ADDRESS|local",
                    help="run on Ray: 'local' starts a local cluster, else the address of a running one "
                         "(head:6379 or 'auto'); default: in-process, sequential")
-    g.add_argument("--workers", type=int, default=None,
+    g.add_argument("--workers", type=positive_int, default=None,
                    help="Ray actors (default: the cluster's GPUs for engines, else CPUs / --cpus-per-worker)")
-    g.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs reserved per Ray actor (default 1)")
-    g.add_argument("--retries", type=int, default=2, help="extra attempts for a failed scene (default 2)")
+    g.add_argument("--cpus-per-worker", type=positive_float, default=1.0, help="CPUs reserved per Ray actor (default 1)")
+    g.add_argument("--retries", type=non_negative_int, default=2, help="extra attempts for a failed scene (default 2)")
     add_scene_options(p)  # the same tiling, band and value options as `asanet-rt classify`
     p.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
     g = p.add_argument_group("reporting")
     g.add_argument("--summary", default=None, metavar="PATH",
                    help="batch summary JSON (default OUTDIR/batch_summary.json)")
-    g.add_argument("--no-progress", action="store_true", help="no line per finished scene on stderr")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quiet_option(g, "line per finished scene")
+    add_json_options(g, "the summary")
     p.set_defaults(func=run_batch_command)
 
 
@@ -64,7 +66,7 @@ def run_batch_command(args: argparse.Namespace) -> int:
     options = dict(scene_options(args), sidecars=not args.no_sidecars)
     config = BatchConfig(model=args.model, backend=args.backend, device=args.device, threads=args.threads,
                          options=options, retries=args.retries, ray=args.ray, workers=args.workers,
-                         cpus_per_worker=args.cpus_per_worker, progress=not args.no_progress,
+                         cpus_per_worker=args.cpus_per_worker, progress=not args.quiet,
                          allow_host_code=args.allow_engine_host_code)
     summary = run_batch(args.manifest, args.outdir, config, summary_path=args.summary)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))

@@ -11,7 +11,7 @@ from .backends import Runner, model_feed, open_runner
 from .blend import FinishedRows, RowBlender
 from .errors import AsanetError
 from .metadata import ModelInputs, ModelMetadata
-from .tiling import TileGrid, TileSettings, pad_reflect, round_up
+from .tiling import TileGrid, TileSettings, TileSizeWarning, pad_reflect, round_up  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:  # imported lazily at run time: predict() needs no rasterio
     from .scene_pipeline import SceneSummary
@@ -120,7 +120,7 @@ class Classifier:
     @property
     def default_batch(self) -> int:
         """Tiles per inference call unless asked otherwise (see :meth:`TileSettings.choose`)."""
-        return self.tile_settings().batch
+        return TileSettings.default_batch(self.inputs, self.on_cpu)
 
     def tile_settings(self, tile: int | None = None, overlap: int | None = None,
                       batch: int | None = None) -> TileSettings:

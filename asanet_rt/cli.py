@@ -12,6 +12,7 @@ import sys
 from typing import Sequence
 
 from ._version import __version__
+from .cli_options import BACKEND_NAMES, backend_help
 from .errors import AsanetError
 from .process import Terminated, route_gdal_messages, terminate_as_interrupt
 
@@ -27,7 +28,10 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="asanet-rt", description="ASANet RGB+SAR land-cover segmentation: checkpoint -> ONNX -> engine -> map.")
+        prog="asanet-rt", description="ASANet RGB+SAR land-cover segmentation: checkpoint -> ONNX -> engine -> map.",
+        epilog="backends (--backend, bench's MODEL@BACKEND): " + backend_help(BACKEND_NAMES, "by file type")
+               + ". Every flag means the same in every command: see the README's 'CLI vocabulary'.",
+        allow_abbrev=False)
     parser.add_argument("--version", action="version", version=f"asanet-rt {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

@@ -7,8 +7,9 @@ import logging
 import sys
 import warnings
 
-from .backends import backend_help, canonical_name
-from .errors import AsanetError
+from .cli_options import (add_backend_option, add_engine_trust_option, add_json_options, add_quiet_option,
+                          band_numbers, command, fraction, non_negative_int,
+                          number_or_none, positive_int, threads)
 
 log = logging.getLogger(__name__)
 
@@ -27,37 +28,26 @@ examples:
 """
 
 
-def _float_or_none(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-
-
-def backend_arg(text: str) -> str:
-    """argparse type: a backend name or alias from the registry, as its canonical name."""
-    try:
-        return canonical_name(text)
-    except AsanetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def add_scene_options(p: argparse.ArgumentParser) -> None:
     """Tiling, band and value options shared by ``classify`` and ``batch``; read back with ``scene_options``."""
     g = p.add_argument_group("tiling")
-    g.add_argument("--tile", type=int, default=None, help="tile edge in px (default: the model's native tile)")
-    g.add_argument("--overlap", type=int, default=None, help="overlap between tiles in px (default: tile / 4)")
-    g.add_argument("--batch", type=int, default=None, help="tiles per inference call (default: up to 8)")
+    g.add_argument("--tile", type=positive_int, default=None, metavar="PX",
+                   help="tile edge in px (default: the model's native tile; another size gives a warning)")
+    g.add_argument("--overlap", type=non_negative_int, default=None, metavar="PX",
+                   help="overlap between tiles in px (default: tile / 4)")
+    g.add_argument("--batch", type=positive_int, default=None, metavar="N",
+                   help="tiles per inference call (default: up to 8)")
     g = p.add_argument_group("input bands and values")
-    g.add_argument("--optical-bands", default=None, metavar="B,B,B",
-                   help="1-based optical file bands in the model's band order (default 1,2,3 for 3-band files)")
-    g.add_argument("--sar-band", type=int, default=1, help="1-based SAR file band (default 1)")
+    g.add_argument("--optical-bands", type=band_numbers, default=None, metavar="B,B,B",
+                   help="1-based band numbers of the optical file, in the model's band order, e.g. 4,3,2 "
+                        "(default: from the band descriptions or colour tags; see the README)")
+    g.add_argument("--sar-band", type=positive_int, default=1, metavar="B", help="1-based SAR file band (default 1)")
     g.add_argument("--optical-scale", default="auto", help="auto | none | reflectance:MIN:MAX | linear:MIN:MAX")
     g.add_argument("--sar-scale", default="auto", help="auto | none | db:MIN:MAX | linear-power:MIN:MAX | "
                                                        "linear-amplitude:MIN:MAX")
-    g.add_argument("--optical-nodata", type=_float_or_none, default=None,
+    g.add_argument("--optical-nodata", type=number_or_none, default=None,
                    help="optical nodata value (default: the file's)")
-    g.add_argument("--sar-nodata", type=_float_or_none, default=None, help="SAR nodata value (default: the file's)")
+    g.add_argument("--sar-nodata", type=number_or_none, default=None, help="SAR nodata value (default: the file's)")
     # checked by asanet_rt.scene (importing it here would load rasterio for `asanet-rt --help`)
     g.add_argument("--sar-resampling", default="bilinear", metavar="METHOD",
                    help="resampling of SAR onto the optical grid when the grids differ: nearest, bilinear "
@@ -66,11 +56,11 @@ def add_scene_options(p: argparse.ArgumentParser) -> None:
                    help="write an all-nodata map when no pixel has both sensors (default: an error)")
 
 
-def add_engine_trust_option(p: argparse.ArgumentParser) -> None:
-    """``--allow-engine-host-code`` for every command that opens engines (classify, batch, bench, eval, inspect)."""
-    p.add_argument("--allow-engine-host-code", action="store_true",
-                   help="run a version-compatible engine's embedded host code (TensorRT's lean runtime inside the file): only for " \
-                        "engines from a source you trust")
+def runtime_backends() -> tuple[str, ...]:
+    """The canonical backend names the runtime can open (every row of the registry)."""
+    from .cli_options import BACKEND_NAMES
+
+    return BACKEND_NAMES
 
 
 def scene_options(args: argparse.Namespace) -> dict:
@@ -83,8 +73,8 @@ def scene_options(args: argparse.Namespace) -> dict:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``classify`` subcommand."""
-    p = subparsers.add_parser(
-        "classify", help="classify an optical + SAR GeoTIFF pair into a land-cover COG",
+    p = command(
+        subparsers, "classify", help="classify an optical + SAR GeoTIFF pair into a land-cover COG",
         description="Classify an optical + SAR GeoTIFF pair into a Cloud-Optimized GeoTIFF land-cover map on the "
                     "optical raster's grid (SAR on another grid is resampled onto it). Tiles overlap and are "
                     "blended on probabilities, so no seams appear.",
@@ -94,9 +84,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("sar", help="SAR GeoTIFF (one band used, --sar-band)")
     p.add_argument("-o", "--output", required=True, help="land-cover COG to write (uint8 classes, 255 = nodata)")
     p.add_argument("--model", required=True, help="model: .onnx (ONNX Runtime) or .engine (TensorRT)")
-    p.add_argument("--backend", default="auto", type=backend_arg, metavar="NAME", help=backend_help())
-    p.add_argument("--device", type=int, default=0, help="GPU index for GPU backends (default 0)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads of CPU backends (ONNX Runtime, OpenVINO, torch; default: physical cores)")
+    add_backend_option(p, runtime_backends(), "by file type")
+    p.add_argument("--device", type=non_negative_int, default=0, help="GPU index for GPU backends (default 0)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="CPU threads of CPU backends (ONNX Runtime, OpenVINO, torch; default 0: physical cores)")
     add_engine_trust_option(p)
     add_scene_options(p)
     g = p.add_argument_group("outputs")
@@ -106,13 +97,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     g.add_argument("--probabilities", default=None, metavar="PATH",
                    help="also write every class's blended probability (float32 COG, one band per class)")
     g.add_argument("--quicklook", default=None, metavar="PATH", help="also write a PNG quick-look with a legend")
-    g.add_argument("--quicklook-size", type=int, default=1024, help="quick-look long edge in px (default 1024)")
-    g.add_argument("--quicklook-alpha", type=float, default=0.6,
+    g.add_argument("--quicklook-size", type=positive_int, default=1024, metavar="PX",
+                   help="longest side of the quick-look's map in px (default 1024)")
+    g.add_argument("--quicklook-alpha", type=fraction, default=0.6,
                    help="map opacity over the optical image (1: map only; default 0.6)")
     g.add_argument("--no-sidecars", action="store_true", help="do not write the .qml style and .aux.xml table")
     g.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    g.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_quiet_option(g, "progress bar")
+    add_json_options(g, "the summary")
     p.set_defaults(func=run_classify)
 
 
@@ -139,7 +131,7 @@ def run_classify(args: argparse.Namespace) -> int:
                             batch=args.batch) as clf:
         warnings.simplefilter("always")
         summary = clf.classify_scene(args.optical, args.sar, outputs=outputs, **scene_options(args),
-                                     overwrite=args.overwrite, progress=not args.no_progress)
+                                     overwrite=args.overwrite, progress=not args.quiet)
     for w in caught:  # the summary repeats the range warnings; the others go to stderr here
         if str(w.message) not in summary.warnings:
             print(f"asanet-rt classify: warning: {w.message}", file=sys.stderr)

@@ -322,15 +322,18 @@ class Scene:
             raise AsanetError(f"{self.optical_path}: has {opt.count} band{'s' if opt.count != 1 else ''}; pass "
                               f"--optical-bands with the 3 band numbers that hold {names} (the model's order), "
                               f"e.g. 4,3,2 for a Sentinel-2 L2A stack B1..B12")
-        # GDAL labels every 3-band byte GeoTIFF red, green, blue, so this is a hint worth a warning, not a rule
-        interp = tuple(c.name for c in opt.colorinterp)
-        if interp == ("red", "green", "blue") and tuple(band_names) != interp and set(band_names) == set(interp):
-            order = ",".join(str(interp.index(n) + 1) for n in band_names)
-            warnings.warn(f"{self.optical_path}: its bands are tagged red, green, blue but the model takes "
-                          f"{names}; using bands 1,2,3 as {names}. If the file really is RGB pass "
-                          f"--optical-bands {order}", BandOrderWarning, stacklevel=5)
-        log.info("optical bands 1,2,3 of %s used as %s", self.optical_path, names)
-        return (1, 2, 3)
+        # Colour tags: GDAL tags 3-band byte GeoTIFFs red, green, blue unless told otherwise, which is right for
+        # nearly every RGB file; a file stored blue, green, red needs --optical-bands (the README says so).
+        interp = [c.name for c in opt.colorinterp]
+        if all(interp.count(n) == 1 for n in band_names):
+            tagged = tuple(interp.index(n) + 1 for n in band_names)
+            log.info("optical bands %s of %s used as %s (from the file's colour tags %s; pass --optical-bands if "
+                     "the file stores another order)", ",".join(map(str, tagged)), self.optical_path, names,
+                     ", ".join(interp))
+            return tagged
+        raise AsanetError(f"{self.optical_path}: cannot tell which of its 3 bands hold {names} (no band "
+                          f"descriptions, colour tags {', '.join(interp)}); pass --optical-bands with their band "
+                          f"numbers in the model's order, e.g. 1,2,3 if the file stores {names}")
 
     def _align(self, resampling: str) -> rasterio.io.DatasetReader | WarpedVRT:
         """The SAR dataset on the optical grid: itself when the grids match, else a WarpedVRT."""

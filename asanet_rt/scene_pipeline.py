@@ -14,7 +14,6 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 import numpy as np

@@ -198,7 +198,8 @@ class QuicklookSink(Sink):
         if "map" not in ctx.staged:
             raise AsanetError(f"{self.path}: a quick-look is drawn from the map; add a map output")
         write_quicklook(self.tmp, ctx.staged["map"], ctx.classes, ctx.palette, scene=ctx.scene,
-                        band_names=ctx.optical_bands, max_size=self.size, alpha=self.alpha)
+                        band_names=ctx.optical_bands, max_size=self.size, alpha=self.alpha,
+                        counts=ctx.counts.tolist())
 
 
 #: Finishing order: the quick-look reads the finished map, the attribute table needs the final counts.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -12,6 +13,10 @@ from .metadata import TILE_MULTIPLE as MULTIPLE
 from .metadata import ModelInputs, round_up
 #: Smallest blending weight: keeps a pixel seen only by one tile's border well defined.
 WEIGHT_FLOOR = 0.02
+
+
+class TileSizeWarning(UserWarning):
+    """A scene is tiled at another size than the model's native tile (what it was trained on)."""
 
 
 def default_overlap(tile: int) -> int:
@@ -33,13 +38,26 @@ class TileSettings:
         """Checked settings for a model: defaults are the native tile (clipped into the exported range),
         :func:`default_overlap`, and one tile per call on a CPU (batching does not speed up convolutions there but
         multiplies activation memory) or up to 8 on a GPU; a clear error for anything the model cannot take."""
-        tile = inputs.check_tile(tile)
+        asked, tile = tile, inputs.check_tile(tile)
+        native, (lo, hi) = inputs.native_tile, inputs.tile_range
+        if tile != native and asked is None:
+            warnings.warn(f"tiling at {tile} px: the model's native tile {native} is outside the tile range "
+                          f"{lo}:{hi} it was exported with (re-export with a range that holds {native})",
+                          TileSizeWarning, stacklevel=3)
+        elif tile != native:
+            warnings.warn(f"tiling at {tile} px, not at the model's native tile {native} (what it was trained on)",
+                          TileSizeWarning, stacklevel=3)
         overlap = default_overlap(tile) if overlap is None else int(overlap)
         if not 0 <= overlap <= tile // 2:
             raise AsanetError(f"--overlap {overlap}: must be between 0 and half the tile ({tile // 2})")
-        lo, hi = inputs.batch_range
-        batch = max(lo, min(hi, 1 if on_cpu else 8)) if batch is None else inputs.check_batch(batch)
+        batch = cls.default_batch(inputs, on_cpu) if batch is None else inputs.check_batch(batch)
         return cls(tile, overlap, batch)
+
+    @staticmethod
+    def default_batch(inputs: "ModelInputs", on_cpu: bool) -> int:
+        """One tile per call on a CPU, up to 8 on a GPU, within the model's batch range."""
+        lo, hi = inputs.batch_range
+        return max(lo, min(hi, 1 if on_cpu else 8))
 
 
 def axis_origins(length: int, tile: int, overlap: int) -> list[int]:

@@ -11,44 +11,32 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from asanet_rt.cli_options import (add_backend_option, add_engine_trust_option, add_json_options, add_quiet_option, command, non_negative_int, parse_range,
+                                   positive_int)
+
 log = logging.getLogger(__name__)
 
 
-def _range(text: str) -> tuple[int, int | None, int]:
-    """``N`` -> N:N:N, ``MIN:MAX`` -> MIN:(default opt):MAX, ``MIN:OPT:MAX``."""
-    try:
-        parts = [int(p) for p in text.split(":")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N, MIN:MAX or MIN:OPT:MAX") from None
-    if len(parts) == 1:
-        return parts[0], parts[0], parts[0]
-    if len(parts) == 2:
-        return parts[0], None, parts[1]
-    if len(parts) == 3:
-        return parts[0], parts[1], parts[2]
-    raise argparse.ArgumentTypeError(f"{text!r} is not N, MIN:MAX or MIN:OPT:MAX")
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "build", help="build a TensorRT / TensorRT-RTX engine from an exported ONNX file",
+    p = command(
+        subparsers, "build", help="build a TensorRT / TensorRT-RTX engine from an exported ONNX file",
         description="Build an engine (one file: engine + metadata) from an ONNX file written by `asanet-rt "
                     "export`. Precision comes from the ONNX graph (fp32, fp16 casts, int8 Q/DQ); the network is "
                     "strongly typed. Batch and tile ranges default to the export's, with opt = max batch and the "
                     "native tile.")
     p.add_argument("onnx", help="ONNX file from `asanet-rt export`")
     p.add_argument("-o", "--output", help="engine file to write (default: the ONNX name with .engine)")
-    p.add_argument("--backend", default="auto", choices=("auto", "tensorrt", "tensorrt_rtx"),
-                   help="builder (default: full TensorRT if installed, else TensorRT-RTX)")
-    p.add_argument("--batch", type=_range, metavar="MIN:OPT:MAX", help="batch range (default: the export's)")
-    p.add_argument("--tile", type=_range, metavar="MIN:OPT:MAX",
+    add_backend_option(p, ("tensorrt", "tensorrt_rtx"), "full TensorRT if installed, else TensorRT-RTX")
+    p.add_argument("--batch", type=parse_range, metavar="N|MIN:MAX|MIN:OPT:MAX",
+                   help="batch range of the engine profile (default: the export's, opt = max)")
+    p.add_argument("--tile", type=parse_range, metavar="N|MIN:MAX|MIN:OPT:MAX",
                    help="tile edge range, multiples of 32 (default: the export's; opt = the native tile)")
-    p.add_argument("--workspace", type=int, metavar="MiB", help="limit the builder's workspace memory")
+    p.add_argument("--workspace", type=positive_int, metavar="MiB", help="limit the builder's workspace memory")
     p.add_argument("--timing-cache", metavar="PATH",
                    help="persistent timing cache: loaded, merged and saved back (TensorRT; RTX has none)")
     p.add_argument("--opt-level", type=int, choices=range(6), metavar="0-5",
                    help="builder optimisation level (TensorRT default 3; higher builds longer)")
-    p.add_argument("--dla-core", type=int, metavar="N",
+    p.add_argument("--dla-core", type=non_negative_int, metavar="N",
                    help="Jetson: run layers on DLA core N, the rest on the GPU (needs an fp16 or int8 ONNX)")
     p.add_argument("--version-compatible", action="store_true",
                    help="engine runs on later TensorRT releases of the same major version (TensorRT only)")
@@ -58,38 +46,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="fused-op plugins for a --ops plugins export (TensorRT only; default auto: AOT on "
                         "TensorRT 11, V3 on 10.x, local functions if the plugins are unavailable)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing engine file")
-    p.add_argument("-q", "--quiet", action="store_true", help="no build progress, only the result")
+    add_quiet_option(p, "build progress, only the result")
     p.set_defaults(func=_build)
 
-    q = subparsers.add_parser(
-        "inspect", help="describe an ONNX file or an engine: I/O, profiles, precision, ops, metadata",
+    q = command(
+        subparsers, "inspect", help="describe an ONNX file or an engine: I/O, profiles, precision, ops, metadata",
         description="Describe an ONNX file (I/O, precision, op flavour, metadata) or an asanet-rt engine (what "
                     "built it and for which GPU, profiles, precision, plugins, metadata). Works without TensorRT, "
                     "except --layers for an engine.")
     q.add_argument("file", help=".onnx file or engine file")
-    q.add_argument("--json", action="store_true", help="print JSON instead of text")
+    add_json_options(q, "the description")
     q.add_argument("--layers", action="store_true",
                    help="engine: its layers from TensorRT's engine inspector (needs TensorRT and a GPU); "
                         "ONNX: node counts by op type")
     q.add_argument("--extract-plan", metavar="PATH",
                    help="engine: also write the bare TensorRT engine to PATH (for trtexec, Polygraphy, Triton)")
-    from asanet_rt.runtime_cli import add_engine_trust_option
-
     add_engine_trust_option(q)
     q.set_defaults(func=_inspect)
 
-    d = subparsers.add_parser(
-        "doctor", help="check this machine for TensorRT engines: versions, GPU, a small plugin engine vs ONNX Runtime",
+    d = command(
+        subparsers, "doctor", help="check this machine for TensorRT engines: versions, GPU, a small plugin engine vs ONNX Runtime",
         description="Print TensorRT, CUDA driver, cuda-python, nvcc and GPU facts, build a small plugin-flavour "
                     "engine, run it against ONNX Runtime on the same inputs and report which ops ran as plugins, "
                     "DLA placement and a timing. Exits 1 and says what is missing when the machine cannot build "
                     "or run engines.")
     d.add_argument("--plugins", default="auto", choices=("auto", "aot", "v3", "none"),
                    help="plugin mode of the test engine (default auto)")
-    d.add_argument("--dla-core", type=int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
+    d.add_argument("--dla-core", type=non_negative_int, metavar="N", help="also build the test engine for DLA core N (Jetson)")
     d.add_argument("--onnx", metavar="PATH", help="use this `--ops plugins` export instead of a small random model")
     d.add_argument("--keep", metavar="DIR", help="keep the test ONNX and engine in DIR")
-    d.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_json_options(d, "the report")
     d.set_defaults(func=_doctor)
 
 
@@ -102,7 +88,7 @@ def _build(args: argparse.Namespace) -> int:
     if not onnx.is_file():
         raise AsanetError(f"{onnx}: ONNX file not found")
     out = Path(args.output) if args.output else onnx.with_suffix(".engine")
-    profile = {k: v for k, v in (("batch", args.batch), ("tile", args.tile)) if v is not None}
+    profile = {k: tuple(v) for k, v in (("batch", args.batch), ("tile", args.tile)) if v is not None}
     info = build_engine(onnx, out, backend=args.backend, profiles=[profile], workspace_mib=args.workspace,
                         timing_cache=args.timing_cache, opt_level=args.opt_level, dla_core=args.dla_core,
                         version_compatible=args.version_compatible, hardware_compatible=args.hardware_compatible,

@@ -6,6 +6,7 @@ range ...) in ``metadata_props`` so that nothing has to be re-typed downstream.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import io
 import logging
 import os
@@ -34,6 +35,12 @@ OUTPUT_NAMES = ("logits", "probabilities", "classes", "confidence")
 #: The runtime blends overlapping tiles on probabilities, so that is what a default export gives.
 DEFAULT_OUTPUTS = ("probabilities",)
 BAND_NAMES = ("blue", "green", "red")
+#: The default tile range, widened to hold the model's native tile.
+DEFAULT_TILE = (256, 1024)
+
+
+class TileRangeWarning(UserWarning):
+    """The exported tile range excludes the model's native tile (the runtime then tiles at another size)."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,21 @@ class ExportOptions:
     outputs: tuple[str, ...] = DEFAULT_OUTPUTS
     probabilities_dtype: str = "float32"
     batch: tuple[int, int] = (1, 8)
-    tile: tuple[int, int] = (256, 1024)
+    tile: tuple[int, int] | None = None  # None: DEFAULT_TILE widened to hold the native tile (``for_model``)
     ops: str = "portable"
     simplify: bool = True
+
+    def for_model(self, meta: ModelMetadata, warn: bool = True) -> "ExportOptions":
+        """These options with the tile range filled in; a ``TileRangeWarning`` when it excludes the native tile."""
+        native = -(-meta.native_tile // 32) * 32
+        if self.tile is None:
+            return dataclasses.replace(self, tile=(min(DEFAULT_TILE[0], native), max(DEFAULT_TILE[1], native)))
+        lo, hi = self.tile
+        if warn and not lo <= native <= hi:
+            warnings.warn(f"tile range {lo}:{hi} excludes the model's native tile {native}: the runtime will tile "
+                          f"at {lo if native < lo else hi} px, which the model was not trained on "
+                          f"(leave --tile out, or give a range that holds {native})", TileRangeWarning, stacklevel=3)
+        return self
 
     def validate(self, meta: ModelMetadata) -> None:
         if self.input not in ("raw", "normalized"):
@@ -67,7 +86,7 @@ class ExportOptions:
             raise AsanetError(f"--batch {self.batch[0]}:{self.batch[1]}: need 1 <= min <= max")
         bands = self.resolved_bands(meta)
         if sorted(bands) != sorted(meta.optical_channels):
-            raise AsanetError(f"--optical-bands {','.join(bands)}: must name each of "
+            raise AsanetError(f"--input-bands {','.join(bands)}: must name each of "
                               f"{', '.join(meta.optical_channels)} once")
 
     def resolved_bands(self, meta: ModelMetadata) -> tuple[str, ...]:
@@ -122,6 +141,7 @@ class ExportResult:
 
 def trace_to_onnx(model: ASANetSegmentor, meta: ModelMetadata, options: ExportOptions) -> onnx.ModelProto:
     """Trace the wrapped network into an in-memory ONNX model (float32, portable or plugin flavour)."""
+    options = options.for_model(meta, warn=False)
     wrapper = ExportableASANet(model, meta, options)
     size = options.inputs(meta).default_tile
     sar_channels = 1 if wrapper.raw else 3
@@ -181,6 +201,7 @@ def export_onnx(model: ASANetSegmentor, out_path: str | os.PathLike, options: Ex
                 *, overwrite: bool = True) -> ExportResult:
     """Export ``model`` (from ``load_checkpoint``) to a float32 ONNX file; written atomically."""
     meta: ModelMetadata = model.metadata
+    options = options.for_model(meta)
     options.validate(meta)
     final_meta = export_metadata(meta, options)
     onnx_model = trace_to_onnx(model, meta, options)

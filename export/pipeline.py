@@ -72,7 +72,7 @@ def options_from_args(args: argparse.Namespace) -> ExportOptions:
     return ExportOptions(input=args.input, optical_bands=args.optical_bands,
                          outputs=tuple(args.outputs or DEFAULT_OUTPUTS),
                          probabilities_dtype=args.probabilities_dtype, batch=tuple(args.batch),
-                         tile=tuple(args.tile or (256, 1024)), ops=args.ops, simplify=not args.no_simplify)
+                         tile=tuple(args.tile) if args.tile else None, ops=args.ops, simplify=not args.no_simplify)
 
 
 def precision_from_args(args: argparse.Namespace) -> PrecisionOptions:
@@ -133,6 +133,7 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     from .report import run_logits
 
     meta: ModelMetadata = model.metadata
+    options = options.for_model(meta)
     options.validate(meta)
     precision.validate()
     out_path = Path(out_path)
@@ -226,9 +227,10 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
 def trace_fp32(model: ASANetSegmentor, options: ExportOptions,
                cache: dict[ExportOptions, onnx.ModelProto] | None = None) -> onnx.ModelProto:
     """The finalized FP32 graph of ``model`` for ``options`` (from ``cache`` when it holds one; stored there)."""
+    meta = model.metadata
+    options = options.for_model(meta, warn=False)
     if cache is not None and options in cache:
         return cache[options]
-    meta = model.metadata
     graph = trace_to_onnx(model, meta, options)
     if options.simplify:
         graph = simplify(graph)

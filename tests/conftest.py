@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to ../shared, skip markers for what this machine lacks."""
+"""Shared fixtures: the official-code parity fixture (tests/data/parity), markers."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ASANET_SHARED", REPO.parent / "shared"))
-PARITY_FIXTURE = SHARED / "reference" / "parity_fixture"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -23,15 +21,12 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} is absent (the steering repo's shared/ folder; set ASANET_SHARED to point at it)")
-    return SHARED
+def parity_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder like the official fixture: checkpoint.pth (rebuilt byte for byte), inputs.npz, outputs.npz."""
+    from parity_data import PARITY_DATA, rebuild_checkpoint
 
-
-@pytest.fixture(scope="session")
-def parity_fixture() -> Path:
-    if not (PARITY_FIXTURE / "checkpoint.pth").is_file():
-        pytest.skip(f"{PARITY_FIXTURE} is absent (official-code parity fixture lives in ../shared)")
-    return PARITY_FIXTURE
-
+    folder = tmp_path_factory.mktemp("parity_fixture")
+    rebuild_checkpoint(folder / "checkpoint.pth")
+    for name in ("inputs.npz", "outputs.npz"):
+        (folder / name).symlink_to(PARITY_DATA / name)
+    return folder

@@ -124,9 +124,9 @@ def test_corrupt_input_is_reported_and_others_finish(scenes: Path, toy_model: Pa
     assert not (tmp_path / "out" / "map_1.tif").exists()
     captured = capsys.readouterr()
     assert "[4/4]" in captured.err and "FAILED map_1.tif" in captured.out
-    # --no-progress silences the per-scene lines
+    # -q silences the per-scene lines
     main(["batch", str(tmp_path / "scenes.csv"), "-o", str(tmp_path / "out"), "--model", str(toy_model),
-          "--retries", "0", "--no-progress"])
+          "--retries", "0", "-q"])
     captured = capsys.readouterr()
     assert "[" not in captured.err and "3 skipped" in captured.out
 
@@ -181,7 +181,7 @@ def test_ray_cli_reports_a_corrupt_input(ray_cluster, scenes: Path, toy_model: P
     (tmp_path / "in" / "s1_2.tif").write_bytes(b"\x00" * 64)
     shutil.copy(scenes / "scenes.csv", tmp_path / "scenes.csv")
     code = main(["batch", str(tmp_path / "scenes.csv"), "-o", str(tmp_path / "out"), "--model", str(toy_model),
-                 "--ray", "local", "--workers", "2", "--retries", "1", "--no-progress"])
+                 "--ray", "local", "--workers", "2", "--retries", "1", "-q"])
     # not --json on stdout: Ray's driver prints its own retry notices there
     summary = json.loads((tmp_path / "out" / "batch_summary.json").read_text())
     assert "FAILED map_2.tif" in capsys.readouterr().out

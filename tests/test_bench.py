@@ -137,7 +137,7 @@ def test_cli_in_process_with_plot(models, tmp_path):
     out, md, png = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.png"
     argv = ["bench", str(models["toy"]), str(models["onnx"]) + "@ort", "--in-process", "--batch", "1,2", "--tile",
             "64", "--warmup", "0", "--iterations", "2", "--min-iterations", "1", "--time-budget", "0.01",
-            "--threads", "1", "--mode", "e2e", "--no-samples", "--json", str(out), "--markdown", str(md), "-q"]
+            "--threads", "1", "--mode", "e2e", "--no-samples", "--json-out", str(out), "--markdown", str(md), "-q"]
     plot = importlib.util.find_spec("matplotlib") is not None
     if plot:
         argv += ["--plot", str(png)]

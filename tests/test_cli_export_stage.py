@@ -56,7 +56,7 @@ def test_info_bad_file_is_a_clear_error(tmp_path, capsys):
 def test_export_command_writes_onnx(small_checkpoint, tmp_path, capsys):
     out = tmp_path / "m.onnx"
     assert main(["export", str(small_checkpoint), "-o", str(out), "--tile", "32:128", "--batch", "1:2",
-                 "--outputs", "classes,confidence", "--optical-bands", "red,green,blue"]) == 0
+                 "--outputs", "classes,confidence", "--input-bands", "red,green,blue"]) == 0
     assert "wrote" in capsys.readouterr().out
     model = onnx.load(str(out))
     assert [o.name for o in model.graph.output] == ["classes", "confidence"]

@@ -92,8 +92,10 @@ def test_loader_metadata(model, log):
     assert model.aux_params == arch["auxiliary_head_parameters"] > 0  # present in the file, ignored
 
 
-def test_heldout_iou_matches_log(model, log, shared_dir, one_thread):
-    tile, data = log["heldout_tile"], shared_dir / "data" / "terramind"
+def test_heldout_iou_matches_log(model, log, one_thread):
+    from runtime_helpers import TERRAMESH
+
+    tile, data = log["heldout_tile"], TERRAMESH
     meta = model.metadata
     with rasterio.open(data / "S2RGB" / f"{tile}.tif") as ds:
         # Channel order from the metadata, not hard-coded: this checks that it names the training order.

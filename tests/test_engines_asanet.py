@@ -39,7 +39,7 @@ def checkpoint(tmp_path_factory):
 def test_rtx_engine_from_asanet_export(checkpoint, tmp_path, capsys, precision, ops, extra):
     onnx_path, engine = tmp_path / "m.onnx", tmp_path / "m.engine"
     assert main(["export", str(checkpoint), "-o", str(onnx_path), "--tile", "64:256", "--batch", "1:2",
-                 "--optical-bands", "red,green,blue", "--precision", precision, "--ops", ops, *extra]) == 0
+                 "--input-bands", "red,green,blue", "--precision", precision, "--ops", ops, *extra]) == 0
     assert main(["build", str(onnx_path), "-o", str(engine), "--backend", "tensorrt_rtx", "--tile", "64:128:256",
                  "--batch", "1:1:2", "-q"]) == 0
     assert engine.stat().st_size > 500_000

@@ -112,7 +112,7 @@ def test_folder_metrics_equal_hand_computed(toy, folder_case, tmp_path):
 
     # The CLI writes the same numbers as JSON, and a confusion-matrix PNG.
     out, png = tmp_path / "eval.json", tmp_path / "cm.png"
-    assert main(["eval", str(toy), "--data", str(root), "--json", str(out), "--plot", str(png), "--threads", "1",
+    assert main(["eval", str(toy), "--data", str(root), "--json-out", str(out), "--plot", str(png), "--threads", "1",
                  "-q"]) == 0
     data = json.loads(out.read_text())
     assert data["schema_version"] == 1 and data["kind"] == "asanet-rt.eval"

@@ -37,8 +37,10 @@ def small_model():
 
 
 @pytest.fixture(scope="module")
-def terramind(shared_dir):
-    return str(shared_dir / "data" / "terramind")
+def terramind():
+    from runtime_helpers import TERRAMESH
+
+    return str(TERRAMESH)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The torch network against formula implementations in numpy, official key lists and the official code."""
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
@@ -100,8 +99,10 @@ def test_cfm_matches_formula():
     np.testing.assert_allclose(cfm(x1, x2).detach().numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_tiny_keys_and_shapes_equal_official(shared_dir):
-    official = json.loads((shared_dir / "reference" / "official_keys_tiny.json").read_text())
+def test_tiny_keys_and_shapes_equal_official():
+    from parity_data import official_keys_tiny
+
+    official = official_keys_tiny()
     official = {k: v for k, v in official.items() if not k.startswith("auxiliary_head.")}
     model = build_model(ArchSpec.from_name("tiny", num_classes=7))
     ours = {k: list(v.shape) for k, v in model.state_dict().items()}
@@ -128,7 +129,7 @@ def test_any_size_at_least_32(size):
 
 
 def test_parity_with_official_code(parity_fixture):
-    """The official code's logits, fused features and per-stage streams, from ../shared/reference."""
+    """The official code's logits, decode-head logits and fused features (tests/data/parity)."""
     from asanet_rt.export import load_checkpoint
 
     torch.set_num_threads(2)
@@ -156,6 +157,7 @@ def test_per_stage_streams_match_official(parity_fixture):
     inputs, outputs = np.load(parity_fixture / "inputs.npz"), np.load(parity_fixture / "outputs.npz")
     enc = model.backbone
     x_opt, x_sar = torch.from_numpy(inputs["a_opt"]), torch.from_numpy(inputs["a_sar"])
+    compared = 0
     with torch.no_grad():
         for i in range(4):
             x_opt, x_sar = enc.backbone.stage(i, x_opt), enc.backbone2.stage(i, x_sar)
@@ -169,6 +171,8 @@ def test_per_stage_streams_match_official(parity_fixture):
                     key = f"a_stage{i}_{s}_{step}"
                     if key in outputs:
                         np.testing.assert_allclose(values[s].numpy(), outputs[key], atol=1e-4, rtol=0, err_msg=key)
+                        compared += 1
+    assert compared >= 6  # the fixture keeps at least one stage's six streams
 
 
 def test_checkpoint_metadata(parity_fixture):

@@ -27,7 +27,9 @@ def test_ssl4eo_pair_on_two_grids_is_aligned_by_georeference(clf, tmp_path):
     optical = ssl4eo_optical(tmp_path)
     vv = SSL4EO / "s1_grd_20200607" / "VV.tif"
     out = tmp_path / "lc.tif"
-    summary = clf.classify_scene(optical, vv, out, optical_scale=S2_SCALE, sar_scale=S1_SCALE)
+    # the stack holds B4, B3, B2 without descriptions: the bands are named explicitly
+    summary = clf.classify_scene(optical, vv, out, optical_scale=S2_SCALE, sar_scale=S1_SCALE,
+                                 optical_bands=(1, 2, 3))
     assert summary.alignment == "warped"
     with rasterio.open(out) as src, rasterio.open(optical) as o, rasterio.open(vv) as v:
         classes = src.read(1)

@@ -69,13 +69,14 @@ def test_scaling_errors_and_warnings(clf, pair):
     out = folder / "lc.tif"
     refl = write_raster(folder / "refl.tif", opt.astype(np.uint16) * 20)
     _fails(clf, folder, r"refl\.tif: uint16 data needs an explicit --optical-scale .*reflectance:0:3000", refl,
-           sar_path, out)
+           sar_path, out, optical_bands=(1, 2, 3))
     db = write_raster(folder / "db.tif", -(sar.astype(np.float32) / 10))
     _fails(clf, folder, r"db\.tif: float32 data needs an explicit --sar-scale .*db:-25:0", opt_path, db, out)
     _fails(clf, folder, r"--sar-scale 'db:0'", opt_path, db, out, sar_scale="db:0")
     _fails(clf, folder, r"--optical-scale 'gamma'", opt_path, db, out, optical_scale="gamma")
     with pytest.warns(RangeWarning, match=r"refl\.tif: .*outside 0-255.*--optical-scale"):
-        summary = clf.classify_scene(refl, db, out, optical_scale="none", sar_scale="db:-25:0")
+        summary = clf.classify_scene(refl, db, out, optical_scale="none", sar_scale="db:-25:0",
+                                     optical_bands=(1, 2, 3))
     assert summary.warnings and out.exists()
 
 

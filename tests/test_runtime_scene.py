@@ -182,17 +182,21 @@ def test_quicklook_png(clf, tmp_path, monkeypatch, use_matplotlib):
                         lambda *a, **k: real(*a, **{**k, "use_matplotlib": use_matplotlib}))
     opt_path, sar_path, *_ = write_pair(tmp_path, 90, 200, seed=7)
     png = tmp_path / "lc.png"
-    clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", quicklook=png, quicklook_size=100, tile=64,
-                       overlap=16)
+    summary = clf.classify_scene(opt_path, sar_path, tmp_path / "lc.tif", quicklook=png, quicklook_size=300,
+                                 tile=64, overlap=16)
     data = png.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-    assert width > 100 and height >= 45  # the 100 x 45 map plus a legend
-    assert b"Legend" in data and clf.classes[0].encode() in data
+    assert max(width, height) == 300  # the promised size, legend and title included
+    assert b"Legend" in data and b"Title" in data and b"land cover: " in data
+    with rasterio.open(tmp_path / "lc.tif") as src:
+        present = set(np.unique(src.read(1)).tolist())
+    for index, name in enumerate(clf.classes):  # present classes only
+        assert (f"{name} #".encode() in data) == (index in present), name
+    assert (b"nodata #" in data) == (255 in present)
 
 
-def test_band_mapping_from_descriptions_and_the_rgb_tag_warning(clf, tmp_path):
-    from asanet_rt.scene import BandOrderWarning
+def test_band_mapping_from_descriptions_colour_tags_or_refused(clf, tmp_path):
     from toy_models import make_toy_onnx
 
     opt_path, sar_path, opt, sar = write_pair(tmp_path, 40, 48, seed=8)
@@ -205,7 +209,26 @@ def test_band_mapping_from_descriptions_and_the_rgb_tag_warning(clf, tmp_path):
     clf.classify_scene(stack, sar_path, tmp_path / "lc.tif", optical_scale="linear:0:255")
     with rasterio.open(tmp_path / "lc.tif") as src:
         np.testing.assert_array_equal(src.read(1), reference_probabilities(opt, sar).argmax(0))
-    # GDAL tags any 3-band byte file red, green, blue: a model taking blue, green, red gets a warning, not a guess
+    # colour tags red, green, blue (GDAL's for 3-band byte files): a blue, green, red model reads bands 3, 2, 1
     with Classifier.open(make_toy_onnx(tmp_path / "bgr.onnx", optical_bands=("blue", "green", "red"))) as bgr:
-        with pytest.warns(BandOrderWarning, match=r"optical\.tif: .*--optical-bands 3,2,1"):
-            bgr.classify_scene(opt_path, sar_path, tmp_path / "lc2.tif")
+        bgr.classify_scene(opt_path, sar_path, tmp_path / "lc2.tif")
+        bgr.classify_scene(opt_path, sar_path, tmp_path / "lc3.tif", optical_bands=(3, 2, 1))
+        with rasterio.open(tmp_path / "lc2.tif") as a, rasterio.open(tmp_path / "lc3.tif") as b:
+            np.testing.assert_array_equal(a.read(1), b.read(1))
+    # no descriptions, no colour tags (a 3-band uint16 file): refused, unless --optical-bands says
+    plain = tmp_path / "plain.tif"
+    write_raster(plain, opt.astype(np.uint16))
+    with pytest.raises(AsanetError, match=r"plain\.tif: cannot tell which of its 3 bands hold red, green, blue"):
+        clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255")
+    clf.classify_scene(plain, sar_path, tmp_path / "lc4.tif", optical_scale="linear:0:255", optical_bands=(1, 2, 3))
+
+
+def test_quicklook_legend_lists_present_classes_and_nodata():
+    from asanet_rt.quicklook import NODATA_COLOUR, legend_entries
+
+    palette = [(255, 0, 0), (0, 255, 0), (0, 0, 255)]
+    classes = np.array([[0, 2], [255, 2]], np.uint8)
+    assert legend_entries(classes, ("a", "b", "c"), palette) == [("a", (255, 0, 0)), ("c", (0, 0, 255)),
+                                                                  ("nodata", NODATA_COLOUR)]
+    # counts of the whole map win over the preview's pixels (a class too small to survive the downscale)
+    assert [n for n, _ in legend_entries(classes[:1, 1:], ("a", "b", "c"), palette, counts=[0, 5, 1])] == ["b", "c"]

@@ -123,7 +123,7 @@ def terramesh(data: Path, out: Path, tile: str, name: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="shared/data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA.parent, help="folder with terramind/ and ssl4eo_s12/ (default tests/data)")
     parser.add_argument("--out", type=Path, default=REPO / "demo" / "scene")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

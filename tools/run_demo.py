@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     fp32, int8 = out / "demo_fp32.onnx", out / "demo_int8_cpu.onnx"
     calib = f"{DEMO / 'scene' / SCENES['punjab'][0]},{DEMO / 'scene' / SCENES['punjab'][1]}"
     # The demo scenes are 8-bit R,G,B files; the model (like official checkpoints) wants B,G,R: the graph reorders.
-    common = ["--optical-bands", "red,green,blue", "--tile", "128:512", "--batch", "1:4", "--overwrite"]
+    common = ["--input-bands", "red,green,blue", "--tile", "128:512", "--batch", "1:4", "--overwrite"]
 
     run("what the checkpoint is", "info", ckpt, "--tile", "256")
     run("export ONNX, fp32", "export", ckpt, "-o", str(fp32), *common)
@@ -76,18 +76,18 @@ def main(argv: list[str] | None = None) -> int:
         run(f"classify the {name} scene ({why}) with ONNX Runtime, int8", "classify", *scene, "-o",
             str(landcover), "--model", str(int8), "--sar-scale", "db:-25:0", "--tile", "128", "--quicklook",
             str(out / f"{name}_quicklook.png"), "--confidence", str(out / f"{name}_confidence.tif"),
-            "--overwrite", "--no-progress")
+            "--overwrite", "-q")
         maps[name] = landcover
         fp32_maps[name] = out / f"{name}_landcover_fp32.tif"
         run("the same scene with the fp32 model, to measure what int8 changes", "classify", *scene, "-o",
             str(fp32_maps[name]), "--model", str(fp32), "--sar-scale", "db:-25:0", "--tile", "128",
-            "--no-sidecars", "--overwrite", "--no-progress")
+            "--no-sidecars", "--overwrite", "-q")
 
     bench_json = out / "latency.json"
     iterations = "5" if args.fast else "20"
     run("latency: fp32 vs int8 on this CPU, 256x256 tile, batch 1 (ratios against the first model)", "bench",
         str(fp32), str(int8), "--tile", "256", "--batch", "1", "--iterations", iterations, "--warmup", "2",
-        "--json", str(bench_json))
+        "--json-out", str(bench_json))
 
     scores = {name: score_against_labels(path, DEMO / "scene" / f"{name}_lulc_demo_classes.tif")
               for name, path in maps.items()}

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import platform
 import sys
 import time
@@ -40,7 +39,8 @@ from asanet_rt.metadata import ArchSpec
 from asanet_rt.metrics import ConfusionMatrix, SegmentationScores
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("ASANET_SHARED", REPO.parent / "shared")) / "data" / "terramind"
+#: The four labelled TerraMesh tiles shipped with the tests (tests/data/NOTICE).
+DEFAULT_DATA = REPO / "tests" / "data" / "terramind"
 
 SEED = 20241203
 TRAIN_TILES = ("282D_485L_3_3", "38D_378R_2_3", "609U_541L_3_0")
@@ -342,7 +342,7 @@ def save_checkpoint(path: Path, model: TrainingSegmentor, mean: list[float], std
 def main(argv: list[str] | None = None) -> int:
     global STEPS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the terramind/ folder of shared/data")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with S2RGB/, S1RTC/, LULC/ TerraMesh tiles (default tests/data/terramind)")
     parser.add_argument("--out", type=Path, default=REPO / "demo", help="where asanet_demo.pth goes")
     parser.add_argument("--steps", type=int, default=STEPS, help="(for quick trials; the demo uses the default)")
     args = parser.parse_args(argv)

@@ -10,12 +10,12 @@ from __future__ import annotations
 from .base import ComputeFn, Runner
 from .feed import model_feed
 from .registry import (ALIASES, BACKEND_NAMES, BACKENDS, FILE_KINDS, BackendSpec, available_backends,
-                       backend_help, backends_for, canonical_name, file_kind, get_backend, open_runner, resolve)
+                       backends_for, canonical_name, file_kind, get_backend, open_runner, resolve)
 
 #: Suffixes by file kind (kept for callers of earlier releases; ``FILE_KINDS`` is the table).
 ONNX_SUFFIXES = FILE_KINDS["onnx"]
 ENGINE_SUFFIXES = FILE_KINDS["engine"]
 
 __all__ = ["ALIASES", "BACKEND_NAMES", "BACKENDS", "BackendSpec", "ComputeFn", "ENGINE_SUFFIXES", "FILE_KINDS",
-           "ONNX_SUFFIXES", "Runner", "available_backends", "backend_help", "backends_for", "canonical_name",
+           "ONNX_SUFFIXES", "Runner", "available_backends", "backends_for", "canonical_name",
            "file_kind", "get_backend", "model_feed", "open_runner", "resolve"]

@@ -102,12 +102,6 @@ def _module_found(name: str) -> bool:
         return False
 
 
-def backend_help() -> str:
-    """One line for ``--help``: the canonical names and their aliases."""
-    parts = [f"{s.name} ({', '.join(s.aliases)})" if s.aliases else s.name for s in BACKENDS]
-    return "auto (default: by file type; for ONNX the fastest installed CPU backend), " + ", ".join(parts)
-
-
 def get_backend(name: str) -> BackendSpec:
     """The row for a canonical name or alias; a clear error listing the choices otherwise."""
     spec = _BY_NAME.get(str(name).strip().lower())
