@@ -151,7 +151,7 @@ def test_classify_says_which_backend_ran_and_why(toy_model, tmp_path, monkeypatc
     monkeypatch.setattr(auto, "PROBE_S", 0.2)
     optical, sar, _, _ = write_pair(tmp_path, 96, 96)
     args = ["classify", str(optical), str(sar), "-o", str(tmp_path / "lc.tif"), "--model", str(toy_model),
-            "--tile", "64", "--batch", "1", "--no-progress", "--threads", "1"]
+            "--tile", "64", "--batch", "1", "-q", "--threads", "1"]
     assert main(args) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last in ("backend onnxruntime", "backend openvino")
