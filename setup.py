@@ -48,7 +48,8 @@ setup(
         "asanet_rt.engines.plugins": "engines/plugins",
     },
     package_data={"asanet_rt.engines.plugins": ["*.cu", "*.cuh", "Makefile"]},
-    install_requires=["numpy>=1.24", "rasterio>=1.3", "onnxruntime>=1.20"],
+    install_requires=["numpy>=1.24", "rasterio>=1.3", "onnxruntime>=1.20",
+                      "openvino>=2025.0; platform_machine == 'x86_64' or platform_machine == 'AMD64'"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["asanet-rt = asanet_rt.cli:main"]},
 )

@@ -57,6 +57,9 @@ def register_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--markdown", metavar="PATH", help="write the table as markdown")
     p.add_argument("--plot", metavar="PATH", help="write a PNG: latency distributions and throughput (matplotlib)")
     add_quiet_option(p, "progress lines")
+    p.add_argument("--pick", action="store_true",
+                   help="only print the backend `auto` picks for each ONNX model at the first --tile/--batch "
+                        "(what classify runs), with the timings it compared, and exit")
     p.set_defaults(func=_bench)
 
 
@@ -72,6 +75,14 @@ def _bench(args: argparse.Namespace) -> int:
         seed=args.seed, device=args.device, torch_device=args.torch_device,
         openvino_precision=args.openvino_precision, isolate=not args.in_process, keep_samples=not args.no_samples,
         allow_engine_host_code=args.allow_engine_host_code)
+    if args.pick:
+        from .backends.auto import choose_backend
+
+        for model in args.models:
+            name, choice = choose_backend(model, "auto", tile=args.tile[0], batch=args.batch[0],
+                                          threads=args.threads or None)
+            print(f"{model}: {name}" + (f" ({choice.reason})" if choice else " (not an ONNX file: by file type)"))
+        return 0
     report = bench.run_benchmark(args.models, settings, torch_compile=args.torch_compile, openvino=args.openvino,
                                  quiet=args.quiet)
     if to_stdout:

@@ -56,6 +56,8 @@ class Classifier:
             raise AsanetError(f"{runner.path}: model outputs {', '.join(outputs)}; the runtime needs one of "
                               f"{', '.join(SCORE_OUTPUTS)}")
         self._lock = threading.Lock()
+        #: why this backend runs the model (``backend="auto"`` on an ONNX file: the probe's ranking), else ""
+        self.backend_reason = ""
 
     @property
     def backend(self) -> str:
@@ -80,14 +82,24 @@ class Classifier:
         return self.inputs.batch_range
 
     @classmethod
-    def open(cls, path: str | os.PathLike, backend: str = "auto", device: int = 0, **options: Any) -> "Classifier":
-        """Open an ``.onnx`` model or a TensorRT engine; ``options`` go to the backend's runner."""
-        runner = open_runner(path, backend=backend, device=device, **options)
+    def open(cls, path: str | os.PathLike, backend: str = "auto", device: int = 0, *, tile: int | None = None,
+             batch: int | None = None, **options: Any) -> "Classifier":
+        """Open an ``.onnx`` model or a TensorRT engine; ``options`` go to the backend's runner.
+
+        ``backend="auto"`` on an ONNX file runs the fastest installed CPU backend, measured on this model at
+        ``tile`` x ``batch`` (default: its default tile, batch 1) and cached (``asanet_rt.backends.auto``).
+        """
+        from .backends.auto import choose_backend
+
+        name, choice = choose_backend(path, backend, tile=tile, batch=batch, threads=options.get("threads"))
+        runner = open_runner(path, backend=name, device=device, **options)
         try:
-            return cls(runner)
+            clf = cls(runner)
         except BaseException:
             runner.close()
             raise
+        clf.backend_reason = choice.reason if choice is not None else f"asked for ({backend})"
+        return clf
 
     # -- what the model expects ------------------------------------------------------------------------------
     @property

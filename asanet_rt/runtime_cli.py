@@ -128,7 +128,8 @@ def run_classify(args: argparse.Namespace) -> int:
     # --threads goes to the runner as given: the registry refuses it for backends without CPU threads
     with warnings.catch_warnings(record=True) as caught, \
             Classifier.open(args.model, backend=args.backend, device=args.device, threads=args.threads,
-                            allow_host_code=args.allow_engine_host_code or None) as clf:
+                            allow_host_code=args.allow_engine_host_code or None, tile=args.tile,
+                            batch=args.batch) as clf:
         warnings.simplefilter("always")
         summary = clf.classify_scene(args.optical, args.sar, outputs=outputs, **scene_options(args),
                                      overwrite=args.overwrite, progress=not args.quiet)
@@ -138,8 +139,11 @@ def run_classify(args: argparse.Namespace) -> int:
     if args.json:
         data = asdict(summary)
         data["megapixels_per_second"] = summary.megapixels_per_second
+        data["backend_reason"] = clf.backend_reason
         print(json.dumps(data, indent=2))
     else:
         print(summary.format())
+        # which backend ran and why (auto: the probe's ranking); --verbose
+        print(f"backend {clf.backend}" + (f": {clf.backend_reason}" if getattr(args, "verbose", False) else ""))
     sys.stdout.flush()
     return 0

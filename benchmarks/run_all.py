@@ -69,7 +69,7 @@ def calibration_folder(tmp: Path) -> Path:
 def prepare_models(arch: str, folder: Path, calib: Path, plugins: bool, start: float) -> dict[str, Path]:
     """``{arch}.safetensors`` (seeded random weights), FP32 and INT8 (cpu) ONNX; reused when already there."""
     paths = {"checkpoint": folder / f"{arch}.safetensors", "fp32": folder / f"{arch}_fp32.onnx",
-             "int8": folder / f"{arch}_int8_cpu.onnx"}
+             "int8": folder / f"{arch}_int8_cpu.onnx", "int8_openvino": folder / f"{arch}_int8_openvino.onnx"}
     if plugins:
         paths["fp32_plugins"] = folder / f"{arch}_fp32_plugins.onnx"
     if all(p.is_file() for p in paths.values()):
@@ -91,8 +91,9 @@ def prepare_models(arch: str, folder: Path, calib: Path, plugins: bool, start: f
     options = ExportOptions(batch=(1, 8), tile=(256, 512))
     log(f"{arch}: exporting FP32 ONNX", start)
     export_model(model, paths["fp32"], options, PrecisionOptions(), report=False)
-    log(f"{arch}: exporting INT8 ONNX (cpu target, 2 calibration tiles, keep-fp none)", start)
-    export_model(model, paths["int8"], options, PrecisionOptions(precision="int8", int8_target="cpu",
+    log(f"{arch}: exporting INT8 ONNX (cpu and openvino targets, 2 calibration tiles, keep-fp none)", start)
+    for key, target in (("int8", "cpu"), ("int8_openvino", "openvino")):
+        export_model(model, paths[key], options, PrecisionOptions(precision="int8", int8_target=target,
                                                                   calib=(str(calib),), calib_tiles=2,
                                                                   keep_fp="none"), report=False)
     if plugins:
@@ -108,15 +109,42 @@ def prepare_models(arch: str, folder: Path, calib: Path, plugins: bool, start: f
 # Sections
 # ---------------------------------------------------------------------------------------------------------------
 def cpu_section(arch: str, paths: dict[str, Path], args: argparse.Namespace, start: float) -> dict[str, Any]:
-    """torch eager vs ORT FP32 vs ORT INT8 (+ OpenVINO) for one arch: one bench run, ratios against torch."""
+    """torch eager vs FP32 and INT8 on every installed CPU backend and on the default path (``auto``, what
+    classify runs): one bench run per arch, ratios against torch."""
     from asanet_rt import bench
 
     settings = bench.BenchSettings(batches=tuple(args.batches), tiles=(args.tile,), warmup=1,
                                    iterations=args.iterations, time_budget_s=args.time_budget, min_iterations=3,
                                    threads=args.threads, mode="both" if args.compute else "e2e")
-    log(f"{arch}: bench torch eager vs ONNX Runtime FP32 / INT8{' (+ OpenVINO)' if args.openvino else ''}", start)
-    return bench.run_benchmark([paths["checkpoint"], paths["fp32"], paths["int8"]], settings,
-                               openvino=args.openvino, quiet=True)
+    backends = ["onnxruntime"] + (["openvino"] if args.openvino else [])
+    models = [str(paths["checkpoint"])]
+    for key in ("fp32", "int8", "int8_openvino") if args.openvino else ("fp32", "int8"):
+        models += [f"{paths[key]}@{b}" for b in backends] + [str(paths[key])]  # the bare path: auto's choice
+    log(f"{arch}: bench torch eager vs FP32 / INT8 on {', '.join(backends)} and auto", start)
+    report = bench.run_benchmark(models, settings, quiet=True)
+    report["gmacs_per_tile"] = macs(arch, args.tile)
+    return report
+
+
+def macs(arch: str, tile: int) -> float:
+    """Multiply-accumulates (G) of ``arch`` per ``tile`` x ``tile`` tile (``asanet-rt info``'s count)."""
+    from asanet_rt.export.info import count_macs
+    from asanet_rt.export.network import build_model
+    from asanet_rt.metadata import ArchSpec
+
+    return round(count_macs(build_model(ArchSpec.from_name(arch, NUM_CLASSES)).eval(), tile, tile), 3)
+
+
+def accuracy_guard(start: float) -> dict[str, Any] | None:
+    """The INT8 (cpu target) accuracy guard with the demo model: agreement with FP32 on real tiles never used for
+    calibration (``benchmarks/int8_speed.py``'s measurement, cpu form only)."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import int8_speed
+
+    if not (REPO / "demo" / "asanet_demo.pth").is_file():
+        return None
+    log("accuracy guard: demo model, INT8 (cpu) vs FP32 on tiles not used for calibration", start)
+    return int8_speed.accuracy(str(REPO / "demo" / "asanet_demo.pth"), 8, forms=("cpu",))["cpu"]
 
 
 def scene_section(model: Path, args: argparse.Namespace, tmp: Path, start: float) -> dict[str, Any] | None:
@@ -179,6 +207,15 @@ def gpu_section(paths: dict[str, Path], args: argparse.Namespace, tmp: Path, sta
     return report
 
 
+def cpu_slug(env: dict[str, Any]) -> str:
+    """A file name for the CPU model, e.g. ``amd-epyc`` or ``intel-xeon-platinum-8480``."""
+    import re
+
+    name = str(env.get("cpu", {}).get("model") or "unknown-cpu").lower()
+    name = re.sub(r"\((r|tm)\)|cpu|processor|@.*$", " ", name)
+    return re.sub(r"[^a-z0-9]+", "-", name).strip("-") or "unknown-cpu"
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Markdown
 # ---------------------------------------------------------------------------------------------------------------
@@ -191,16 +228,23 @@ def _cpu_rows(arch: str, report: dict[str, Any]) -> list[str]:
             m["backend"], m["backend"])
         if r["status"] != "ok":
             rows.append(f"| {arch} | {backend} | {m.get('precision', '-')} | {r['batch']} | {r['status']}: "
-                        f"{r['reason']} | | | | |")
+                        f"{r['reason']} | | | | | |")
             continue
         e2e, ratio = r["e2e"], r["vs_baseline"] or {}
         speed = ratio.get("e2e_speedup_p50")
-        rows.append(f"| {arch} | {backend} | {m.get('precision')} | {r['batch']} | {e2e['latency_ms']['p50']:.1f} | "
+        if " (auto: " in m.get("label", ""):
+            backend = f"default (auto: {backend})"
+        precision = m.get("precision")
+        if precision == "int8" and m.get("int8_target"):
+            precision = f"int8 ({m['int8_target']})"
+        gops = report.get("gmacs_per_tile")
+        gops = "-" if not gops else f"{2 * gops * e2e['throughput']['tiles_per_s']:.0f}"
+        rows.append(f"| {arch} | {backend} | {precision} | {r['batch']} | {e2e['latency_ms']['p50']:.1f} | "
                     f"{e2e['latency_ms']['p90']:.1f} | {e2e['throughput']['tiles_per_s']:.2f} | "
-                    f"{'-' if speed is None else f'{speed:.2f}x'} | {r['peak_rss_mb']:.0f} |")
+                    f"{'-' if speed is None else f'{speed:.2f}x'} | {gops} | {r['peak_rss_mb']:.0f} |")
     for m in report["models"]:
         if m.get("error"):
-            rows.append(f"| {arch} | {m['backend']} | - | - | error: {m['error']} | | | | |")
+            rows.append(f"| {arch} | {m['backend']} | - | - | error: {m['error']} | | | | | |")
     return rows
 
 
@@ -211,18 +255,23 @@ def to_markdown(result: dict[str, Any]) -> str:
     first = next(iter(result["cpu"].values()), None)
     lines = ["# asanet-rt performance", "",
              f"Generated by `make bench` (`benchmarks/run_all.py`) on {result['created_utc']} in "
-             f"{result['total_s'] / 60:.1f} min. Numbers from one run on this machine; on a shared or busy machine "
-             f"read the ratios, not the absolute figures, and compare p50 with p90.", ""]
+             f"{result['total_s'] / 60:.1f} min on the CPU described below. Numbers from one run; on a shared or "
+             f"busy machine read the ratios, not the absolute figures, and compare p50 with p90.", ""]
     if first is not None:
         lines += [f"- {line}" for line in bench.describe_environment(first)[:-2]]
     lines += ["", f"## CPU: tiles of {result['tile']} x {result['tile']} px, random weights", "",
               "End-to-end latency per batch (numpy in, numpy out), torch eager on the checkpoint as the baseline "
-              "(× = torch p50 / model p50). INT8: `--int8-target cpu --keep-fp none` (default float layers only, "
-              "no sensitivity pass), calibrated on two tiles: a speed figure, not an accuracy one.", "",
-              "| arch | backend | precision | batch | p50 ms | p90 ms | tiles/s | × torch eager | peak RSS MiB |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+              "(× = torch p50 / model p50); GOP/s = 2 x multiply-accumulates per tile x tiles/s. "
+              "`default (auto: X)` is what `classify` runs: the backend the timed probe picked. INT8: "
+              "`--int8-target cpu --keep-fp none` (default float layers only), calibrated on two tiles.", "",
+              "| arch | backend | precision | batch | p50 ms | p90 ms | tiles/s | × torch eager | GOP/s | "
+              "peak RSS MiB |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for arch, report in result["cpu"].items():
         lines += _cpu_rows(arch, report)
+    guard = result.get("accuracy_guard")
+    if guard:
+        lines += ["", "Accuracy guard (demo model, INT8 cpu target vs its FP32 ONNX, argmax agreement on real tiles "
+                  "never used for calibration): " + ", ".join(f"{k} {100 * v:.2f} %" for k, v in guard.items())]
     lines += ["", f"For context only: the paper reports {PAPER_FPS} FPS for ASANet-tiny at 256 x 256 on a GPU; it is "
               "not comparable with the CPU figures above.", ""]
     scene = result.get("scene")
@@ -298,13 +347,18 @@ def main(argv: list[str] | None = None) -> int:
         scene_model = paths.get("tiny", next(iter(paths.values())))["fp32"]
         result["scene"] = None if args.no_scene else scene_section(scene_model, args, tmp, start)
         result["gpu"] = gpu_section(paths["tiny"], args, tmp, start) if gpus and "tiny" in paths else None
+        result["accuracy_guard"] = None if args.quick else accuracy_guard(start)
         result["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         result["total_s"] = round(time.perf_counter() - start, 1)
-    with atomic_output(args.out / "bench.json") as out:
-        out.write_text(json.dumps(result, indent=1) + "\n")
-    with atomic_output(args.out / "bench.md") as out:
-        out.write_text(to_markdown(result))
-    log(f"wrote {args.out / 'bench.json'} and {args.out / 'bench.md'}", start)
+    # the latest run, and the latest run per CPU model (results/cpu/<model>.{json,md}) for the README's table
+    keyed = args.out / "cpu" / cpu_slug(result["environment"])
+    keyed.parent.mkdir(parents=True, exist_ok=True)
+    for base in (args.out / "bench", keyed):
+        with atomic_output(base.with_suffix(".json"), overwrite=True) as out:
+            out.write_text(json.dumps(result, indent=1) + "\n")
+        with atomic_output(base.with_suffix(".md"), overwrite=True) as out:
+            out.write_text(to_markdown(result))
+    log(f"wrote {args.out / 'bench.json'}, {args.out / 'bench.md'} and {keyed}.{{json,md}}", start)
     return 0
 
 

@@ -95,9 +95,19 @@ class Tile:
     sar: np.ndarray  # (1, 1, H, W) float32
     source: str
     label: np.ndarray | None = None  # (1, H, W) uint8 class indices, 255 = ignore
+    #: where the tile was cut: (resolved optical path, row, column, height, width); empty for synthetic tiles
+    origin: tuple = ()
 
     def feed(self) -> dict[str, np.ndarray]:
         return {"optical": self.optical, "sar": self.sar}
+
+    def overlaps(self, other: "Tile") -> bool:
+        """True when both tiles were cut from the same optical file and share pixels."""
+        if not self.origin or not other.origin or self.origin[0] != other.origin[0]:
+            return False
+        _, y, x, h, w = self.origin
+        _, oy, ox, oh, ow = other.origin
+        return y < oy + oh and oy < y + h and x < ox + ow and ox < x + w
 
 
 def _subdir(folder: Path, names: Sequence[str]) -> Path | None:
@@ -251,7 +261,8 @@ def read_tiles(sources: Sequence[str | os.PathLike], bands: Sequence[str], tile:
                 tiles.append(Tile(np.ascontiguousarray(optical[(slice(None), *win)][None]),
                                   np.ascontiguousarray(sar[(slice(None), *win)][None]),
                                   f"{pair.name}@{y},{x}",
-                                  None if label is None else np.ascontiguousarray(label[win][None])))
+                                  None if label is None else np.ascontiguousarray(label[win][None]),
+                                  (str(pair.optical.resolve()), y, x, edge, edge)))
         per_scene.append(tiles)
     chosen: list[Tile] = []
     for i in range(max(map(len, per_scene), default=0)):
@@ -259,6 +270,53 @@ def read_tiles(sources: Sequence[str | os.PathLike], bands: Sequence[str], tile:
     if not chosen:
         raise AsanetError(f"{', '.join(map(str, sources))}: the calibration set is empty")
     return chosen[:max_tiles]
+
+
+#: At most this many tiles beyond ``--calib-tiles`` are read and held out for the accuracy report.
+HELD_OUT_MAX = 16
+
+
+@dataclass
+class CalibrationSplit:
+    """Tiles for calibration and tiles held out of it (for an honest accuracy figure), and what was said."""
+
+    calibration: list[Tile]
+    held_out: list[Tile]
+    available: int
+    asked: int
+    warnings: list[str] = field(default_factory=list)
+
+
+def split_calibration(tiles: Sequence[Tile], asked: int, hold_out: bool = True,
+                      held_out_max: int = HELD_OUT_MAX) -> CalibrationSplit:
+    """Split ``tiles`` (``read_tiles`` order) into ``asked`` calibration tiles and held-out evaluation tiles.
+
+    With more tiles than asked, the extra ones (up to ``held_out_max``) are held out. With ``asked`` or fewer, a
+    quarter of them (at least one) is held out and the rest calibrate, so the report never grades the INT8
+    model on the tiles that set its ranges; a single tile can only be both. A warning says when fewer tiles
+    calibrate than ``--calib-tiles`` asked.
+    """
+    tiles = list(tiles)
+    n = len(tiles)
+    if not hold_out:
+        calib, held = tiles[:asked], []
+    elif n > asked:
+        calib, held = tiles[:asked], tiles[asked:asked + held_out_max]
+    elif n >= 2:
+        spare = max(1, n // 4)
+        calib, held = tiles[:n - spare], tiles[n - spare:]
+    else:
+        calib, held = tiles, []
+    warnings = []
+    if len(calib) < asked:
+        why = f"only {n} tile(s) found" if n <= asked else f"{n} tile(s) found"
+        kept = f", {len(held)} held out to measure accuracy" if held else ""
+        warnings.append(f"--calib-tiles {asked}: {why}; calibrating on {len(calib)}{kept}. Give more or larger "
+                        f"scenes for a sturdier calibration")
+    if hold_out and not held:
+        warnings.append("--calib: a single calibration tile, none left to hold out: the accuracy report is "
+                        "in-sample (pass --labels with other scenes for a held-out figure)")
+    return CalibrationSplit(calib, held, n, asked, warnings)
 
 
 def synthetic_tiles(count: int, size: int, seed: int = 0) -> list[Tile]:

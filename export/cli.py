@@ -83,8 +83,9 @@ def register_export(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
                    help="fp32 (default); fp16 (float16 compute, sensitive groups kept in float32); int8 (Q/DQ "
                         "from calibration imagery, --calib)")
-    p.add_argument("--int8-target", choices=("cpu", "tensorrt"), default=None,
-                   help="Q/DQ form: cpu = uint8 activations for ONNX Runtime, tensorrt = symmetric int8")
+    p.add_argument("--int8-target", choices=("cpu", "openvino", "tensorrt"), default=None,
+                   help="Q/DQ form: cpu = uint8 activations in ONNX Runtime's fastest graph form, openvino = the "
+                        "same Q/DQ in OpenVINO's, tensorrt = symmetric int8 (default)")
     p.add_argument("--calib", action="append", default=None, metavar="SOURCE",
                    help="int8 calibration imagery: a folder of tiles or OPTICAL.tif,SAR.tif; repeat the flag for "
                         "more sources")

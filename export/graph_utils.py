@@ -88,6 +88,12 @@ def logits_tensor(model: onnx.ModelProto) -> str:
             node = made[node.input[0]]
         if node.op_type in ("Softmax", "ArgMax"):
             return node.input[0]
+        # graph_cpu.decompose_softmax: Div(Exp(Sub(x, ReduceMax(x))), ReduceSum(...))
+        exp = made.get(node.input[0]) if node.op_type == "Div" else None
+        sub = made.get(exp.input[0]) if exp is not None and exp.op_type == "Exp" else None
+        if sub is not None and sub.op_type == "Sub" and made.get(sub.input[1]) is not None \
+                and made[sub.input[1]].op_type == "ReduceMax":
+            return sub.input[0]
     raise ValueError(f"no logits tensor found among outputs {sorted(outputs)}")
 
 

@@ -7,10 +7,15 @@ Two targets, because the two consumers want different Q/DQ forms:
   bias DequantizeLinear) and fuses each DQ -> Conv -> (Q) into an INT8 kernel.
 - ``cpu``: ONNX Runtime's fast CPU form: uint8 asymmetric activations (the zero point absorbs the one-sided
   range after GELU/ReLU, one bit more resolution than symmetric int8), int8 symmetric per-channel weights,
-  int32 biases; ORT fuses the groups into QLinearConv.
+  int32 biases; ORT fuses the groups into QLinearConv. The float work between the quantised convolutions is
+  rewritten into ORT's fastest form first (``graph_cpu.cpu_int8_form``).
+- ``openvino``: the same Q/DQ, on the form OpenVINO's CPU plugin runs fastest (``graph_cpu.openvino_int8_form``:
+  one GELU op and GRN as one per-channel factor, but GRN's reduction and the softmaxes as traced, which its
+  plugin runs in its own blocked layouts).
 
 Only Conv, MatMul and Gemm are quantised (where INT8 pays). Kept in float by default: LayerNorm, GRN and
-softmax (not in the quantised op set at all), the SFM/CFM gate MLPs and other convolutions on globally pooled
+softmax (not in the quantised op set at all), the two stems (the first convolution of each stream, whose input
+is the normalised image: on imagery unlike the calibration set its range is exceeded first), the SFM/CFM gate MLPs and other convolutions on globally pooled
 per-channel vectors (no compute to save, and a gate error scales whole channels), and the pooling-matrix
 products of the exact adaptive average pooling (activation x activation, exact averaging). ``keep_fp="auto"``
 adds a sensitivity pass that leaves the layers whose quantisation hurts the logits most in float.
@@ -38,11 +43,14 @@ from onnx import numpy_helper
 from asanet_rt.errors import AsanetError
 
 from .calibration import CalibrationResult, Tile, collect_ranges, make_session
+from .graph_cpu import GRN_SUM_OF_SQUARES, cpu_int8_form, openvino_int8_form
 from .graph_utils import add_outputs, constant_names, copy_model, is_pooled, logits_tensor, name_nodes, value_types
 
 log = logging.getLogger(__name__)
 
-INT8_TARGETS = ("tensorrt", "cpu")
+INT8_TARGETS = ("tensorrt", "cpu", "openvino")
+#: Float forms the Q/DQ can be placed into (``make_int8(graph_form=...)``); each target uses its namesake.
+GRAPH_FORMS = {"traced": lambda model: model, "cpu": cpu_int8_form, "openvino": openvino_int8_form}
 QUANTIZED_OP_TYPES = ("Conv", "MatMul", "Gemm")
 #: auto sensitivity pass: stop keeping layers in float once argmax agreement with FP32 reaches this ...
 AGREEMENT_GOAL = 0.995
@@ -97,11 +105,15 @@ def node_roles(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     """For every Conv/MatMul/Gemm: ``(role, reason)``; role ``quantize`` or ``float`` (kept by default)."""
     types = value_types(model)
     consts = constant_names(model)
+    stems = stem_convs(model)
     roles = {}
     for node in model.graph.node:
-        if node.op_type not in QUANTIZED_OP_TYPES:
-            continue
-        if node.op_type == "MatMul" and not any(i in consts for i in node.input):
+        if node.op_type not in QUANTIZED_OP_TYPES or node.name.endswith(GRN_SUM_OF_SQUARES):
+            continue  # GRN's sum of squares is a reduction written as a product: never a quantisation candidate
+        if node.name in stems:
+            roles[node.name] = ("float", "stem (patchify) convolution on the normalised image: imagery unlike "
+                                         "the calibration set leaves its range here first; negligible compute")
+        elif node.op_type == "MatMul" and not any(i in consts for i in node.input):
             roles[node.name] = ("float", "pooling-matrix product (activation x activation): exact averaging, "
                                          "negligible compute")
         elif is_pooled(types.get(node.input[0])):
@@ -112,6 +124,27 @@ def node_roles(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
         else:
             roles[node.name] = ("quantize", "")
     return roles
+
+
+def stem_convs(model: onnx.ModelProto) -> set[str]:
+    """Convolutions that read the graph inputs through no other convolution (the streams' patchify stems)."""
+    users: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    stems, seen = set(), set()
+    stack = [i.name for i in model.graph.input]
+    while stack:
+        tensor = stack.pop()
+        for node in users.get(tensor, []):
+            if node.name in seen:
+                continue
+            seen.add(node.name)
+            if node.op_type == "Conv":
+                stems.add(node.name)
+            else:
+                stack += list(node.output)
+    return stems
 
 
 def conv_macs(model: onnx.ModelProto, tile: int = 256) -> dict[str, float]:
@@ -178,6 +211,7 @@ def quantize(model: onnx.ModelProto, calibration: CalibrationResult, target: str
         # TensorRT's placement: Q/DQ on the inputs of weighted layers only; it picks INT8 outputs itself where
         # the consumer is INT8. ORT's CPU kernels need the output Q to fuse DQ -> Conv -> Q into QLinearConv.
         extra["OpTypesToExcludeOutputQuantization"] = list(QUANTIZED_OP_TYPES)
+    exclude = [*exclude, *(n.name for n in model.graph.node if n.name.endswith(GRN_SUM_OF_SQUARES))]
     with tempfile.TemporaryDirectory(prefix="asanet_int8_") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(calibration.tensors_data(), cache)
@@ -405,13 +439,23 @@ def carry_calibration(portable: onnx.ModelProto, plugins: onnx.ModelProto,
 def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, method: str = "percentile",
               keep_fp: str | Sequence[str] = "auto", artifact: onnx.ModelProto | None = None,
               sensitivity_tiles: Sequence[Tile] | None = None,
-              progress: Callable[[str], None] | None = None) -> Int8Result:
+              progress: Callable[[str], None] | None = None, graph_form: str | None = None) -> Int8Result:
     """Quantise. ``portable`` is the FP32 portable graph (calibration and sensitivity run on it); ``artifact``
-    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``)."""
+    the FP32 graph to quantise when it is the plugin flavour (default: ``portable``). ``graph_form``: the float
+    form the Q/DQ go into: ``None`` (the target's own: ``cpu`` or ``openvino`` for those targets, ``traced``
+    for tensorrt), or one of ``GRAPH_FORMS`` (benchmarks compare them)."""
     if target not in INT8_TARGETS:
         raise AsanetError(f"--int8-target {target!r}: choose one of {', '.join(INT8_TARGETS)}")
     keep_fp = parse_keep_fp(keep_fp) if not isinstance(keep_fp, tuple) else keep_fp
     portable = name_nodes(copy_model(portable))
+    plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
+    form = graph_form or (target if target in GRAPH_FORMS else "traced")
+    if form not in GRAPH_FORMS:
+        raise AsanetError(f"INT8 graph form {form!r}: choose one of {', '.join(GRAPH_FORMS)}")
+    if form != "traced" and not plugin_graph:
+        # the backend's form of the float work between quantised convolutions (graph_cpu); calibration, the
+        # sensitivity pass and the quantiser all see the rewritten graph. The plugin flavour keeps its fused ops.
+        portable = GRAPH_FORMS[form](portable)
     roles = node_roles(portable)
     default_kept = [KeptLayer(n, reason) for n, (role, reason) in roles.items() if role == "float"]
     candidates = [n for n, (role, _) in roles.items() if role == "quantize"]
@@ -420,7 +464,6 @@ def make_int8(portable: onnx.ModelProto, tiles: Sequence[Tile], target: str, met
     calibration = share_stacked_ranges(portable, collect_ranges(portable, tiles, tensors, method, symmetric))
 
     sensitivity: list[dict] = []
-    plugin_graph = artifact is not None and any(n.domain == "asanet" for n in artifact.graph.node)
     target_graph = name_nodes(copy_model(artifact)) if plugin_graph else portable
     conv_map = match_convs(portable, target_graph) if plugin_graph else {}
     back_map = {old: new for new, olds in conv_map.items() for old in olds}

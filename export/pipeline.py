@@ -16,11 +16,11 @@ from asanet_rt.errors import AsanetError
 from asanet_rt.preflight import check_outputs
 from asanet_rt.metadata import ModelMetadata
 
-from .calibration import CALIB_METHODS, Scaling, Tile, read_tiles, synthetic_tiles
+from .calibration import CALIB_METHODS, HELD_OUT_MAX, Scaling, Tile, read_tiles, split_calibration, synthetic_tiles
 from .network import ASANetSegmentor
 from .onnx_export import (DEFAULT_OUTPUTS, ExportOptions, ExportResult, export_metadata, finalize, save_onnx,
                           simplify, trace_to_onnx)
-from .report import build_report, write_report
+from .report import build_report, logit_stats, write_report
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,7 @@ class PrecisionOptions:
     fp16_fp32_groups: tuple[str, ...] | None = None  # None: fp16.DEFAULT_FP32_GROUPS
     scaling: Scaling = Scaling()
     calib_tile: int | None = None  # tile edge for calibration/evaluation tiles (default: the export's tile)
+    hold_out: bool = True  # int8: grade the model on --calib tiles it was not calibrated on
 
     def validate(self) -> None:
         if self.precision not in PRECISIONS:
@@ -51,8 +52,8 @@ class PrecisionOptions:
             if self.int8_target is not None:
                 raise AsanetError(f"--int8-target applies to --precision int8, not {self.precision}")
             return
-        if self.int8_target not in (None, "tensorrt", "cpu"):
-            raise AsanetError(f"--int8-target {self.int8_target!r}: choose tensorrt or cpu")
+        if self.int8_target not in (None, "tensorrt", "cpu", "openvino"):
+            raise AsanetError(f"--int8-target {self.int8_target!r}: choose tensorrt, cpu or openvino")
         if self.calib_method not in CALIB_METHODS:
             raise AsanetError(f"--calib-method {self.calib_method!r}: choose one of {', '.join(CALIB_METHODS)}")
         if not self.calib:
@@ -138,17 +139,44 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     out_path = Path(out_path)
     check_outputs([out_path], overwrite=overwrite)  # a folder, a missing or read-only folder: before any work
     # read the imagery before the slow parts, so that a bad --calib/--labels fails at once
-    calib = _tiles(precision.calib, meta, options, precision, precision.calib_tiles) if precision.calib else None
+    calib, held_out, warnings = None, [], []
+    if precision.calib:
+        int8 = precision.precision == "int8"
+        extra = HELD_OUT_MAX if int8 and precision.hold_out else 0
+        pool = _tiles(precision.calib, meta, options, precision, precision.calib_tiles + extra)
+        if int8:
+            split = split_calibration(pool, precision.calib_tiles, precision.hold_out)
+            calib, held_out, warnings = split.calibration, split.held_out, split.warnings
+        else:
+            calib = pool[:precision.calib_tiles]
+    for text in warnings:
+        log.warning("warning: %s", text)
     labelled = _tiles(precision.labels, meta, options, precision, 10 ** 6, labelled=True) if precision.labels \
         else None
+    in_sample = None  # (tiles, what they are) graded separately from the headline
     if labelled:
-        eval_tiles, source = labelled, "labelled tiles (--labels)"
+        fresh = [t for t in labelled if not any(t.overlaps(c) for c in calib or ())]
+        if calib and len(fresh) < len(labelled):
+            in_sample = ([t for t in labelled if t not in fresh], "labelled tiles that overlap the calibration "
+                                                                  "tiles (in-sample)")
+        if fresh:
+            eval_tiles, source, held = fresh, "labelled tiles (--labels)", True
+        else:
+            eval_tiles, source, held = labelled, "labelled tiles (--labels), all of them also calibration tiles: " \
+                                                 "in-sample", False
+            in_sample = None
+    elif held_out:
+        eval_tiles, source, held = held_out, "held-out tiles of --calib (not used for calibration)", True
     elif calib:
-        eval_tiles, source = calib, "calibration tiles (--calib; not held out)"
+        int8 = precision.precision == "int8"
+        eval_tiles, held = calib, not int8
+        source = "the calibration tiles themselves (in-sample)" if int8 else "tiles from --calib"
     else:
         edge = precision.calib_tile or options.inputs(meta).native_in_range
         eval_tiles = model_inputs(synthetic_tiles(SYNTHETIC_TILES, edge), meta, options)
-        source = "synthetic smooth images (no --calib or --labels given)"
+        source, held = "synthetic smooth images (no --calib or --labels given)", True
+    if precision.precision == "int8" and calib and in_sample is None and eval_tiles is not calib:
+        in_sample = (calib, "the calibration tiles (in-sample)")
 
     fp32_meta = export_metadata(meta, options)
     fp32 = trace_fp32(model, options, traced)
@@ -173,14 +201,26 @@ def export_model(model: ASANetSegmentor, out_path: str | os.PathLike, options: E
     candidate = _onnx_logits(artifact, eval_tiles)
     save_onnx(artifact, out_path, overwrite=overwrite)
     if report:
+        if warnings:
+            details["warnings"] = list(warnings)
+        if in_sample is not None:
+            tiles_in, what = in_sample
+            stats = logit_stats(_onnx_logits(fp32, tiles_in), _onnx_logits(artifact, tiles_in))
+            details["in_sample"] = {"tiles": len(tiles_in), "source": what,
+                                    **{k: round(v, 7) if isinstance(v, float) else v for k, v in stats.items()}}
         rep = build_report(model_path=out_path, precision=precision.precision, export=dict(final_meta.export),
                            reference_name=reference_name, reference=reference, candidate=candidate,
-                           tiles=eval_tiles, tiles_source=source, classes=meta.classes, details=details)
+                           tiles=eval_tiles, tiles_source=source, classes=meta.classes, details=details,
+                           held_out=held)
         json_path, md_path = write_report(rep, out_path, overwrite=True)
         vs = rep["vs_reference"]
-        notes.append(f"accuracy vs {reference_name}: max |logit error| {vs['max_abs_logit_error']:.3g}, argmax "
-                     f"agreement {100 * vs['argmax_agreement']:.2f} % on {len(eval_tiles)} tile(s); report "
-                     f"{json_path.name}, {md_path.name}")
+        kind = ("held-out " if precision.precision == "int8" and calib else "") if held else "in-sample "
+        line = (f"accuracy vs {reference_name}: max |logit error| {vs['max_abs_logit_error']:.3g}, argmax "
+                f"agreement {100 * vs['argmax_agreement']:.2f} % on {len(eval_tiles)} {kind}tile(s)")
+        if "in_sample" in details:
+            line += (f" (in-sample, on {details['in_sample']['tiles']} calibration tile(s): "
+                     f"{100 * details['in_sample']['argmax_agreement']:.2f} %)")
+        notes.append(f"{line}; report {json_path.name}, {md_path.name}")
     return ExportResult(out_path, final_meta, notes)
 
 

@@ -28,7 +28,7 @@ def run_benchmark(models: Sequence[str | ModelSpec], settings: BenchSettings = B
                   stream: TextIO | None = None) -> dict[str, Any]:
     """Benchmark ``models`` (the first is the baseline) and return the report (see ``SCHEMA_VERSION``)."""
     settings = settings.resolved()
-    specs = expand_models(models, torch_compile=torch_compile, openvino=openvino)
+    specs = expand_models(models, torch_compile=torch_compile, openvino=openvino, settings=settings)
     stream = stream or sys.stderr
     env = environment(settings)
     records = []

@@ -92,8 +92,12 @@ def model_kind(path: str) -> str:
     return file_kind(path)
 
 
-def parse_model(text: str, torch_compile: bool = False) -> ModelSpec:
-    """``PATH`` or ``PATH@BACKEND`` (any registry name or alias: ``ort``, ``openvino``, ``trt``, ``rtx`` ...)."""
+def parse_model(text: str, torch_compile: bool = False, settings: "BenchSettings | None" = None) -> ModelSpec:
+    """``PATH`` or ``PATH@BACKEND`` (any registry name or alias: ``ort``, ``openvino``, ``trt``, ``rtx`` ...).
+
+    A bare ONNX path runs what ``classify`` would run: ``backend="auto"``'s choice, probed at the first tile
+    and batch of ``settings`` (``asanet_rt.backends.auto``).
+    """
     path, backend = text, "auto"
     head, sep, tail = text.rpartition("@")
     if sep and tail:
@@ -107,6 +111,15 @@ def parse_model(text: str, torch_compile: bool = False) -> ModelSpec:
         raise AsanetError(f"{path}: model file not found")
     if not Path(path).is_file():
         raise AsanetError(f"{path}: not a model file (a directory?)")
+    if backend == "auto" and file_kind(path) == "onnx":
+        from ..backends.auto import choose_backend
+
+        chosen, choice = choose_backend(path, "auto", tile=settings.tiles[0] if settings else None,
+                                        batch=settings.batches[0] if settings else None,
+                                        threads=(settings.threads or None) if settings else None)
+        # labelled as auto's pick only when a probe chose it (not $ASANET_RT_BACKEND, not a lone backend)
+        label = f"{Path(path).name} (auto: {chosen})" if choice is not None and choice.timings_ms else ""
+        return ModelSpec(str(path), chosen, label=label)
     spec = resolve(path, backend)
     name = spec.name
     if name == "torch" and torch_compile:
@@ -115,11 +128,11 @@ def parse_model(text: str, torch_compile: bool = False) -> ModelSpec:
 
 
 def expand_models(models: Sequence[str | ModelSpec], torch_compile: bool = False,
-                  openvino: bool = False) -> list[ModelSpec]:
+                  openvino: bool = False, settings: "BenchSettings | None" = None) -> list[ModelSpec]:
     """Parse model arguments; ``openvino`` adds an OpenVINO run right after every ONNX Runtime CPU run."""
     specs: list[ModelSpec] = []
     for item in models:
-        spec = item if isinstance(item, ModelSpec) else parse_model(str(item), torch_compile)
+        spec = item if isinstance(item, ModelSpec) else parse_model(str(item), torch_compile, settings)
         specs.append(spec)
         if openvino and spec.kind == "onnx" and spec.backend == "onnxruntime":
             specs.append(ModelSpec(spec.path, "openvino"))
