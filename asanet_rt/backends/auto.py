@@ -216,13 +216,14 @@ def _ranking(timings: dict[str, float], batch: int, tile: int) -> str:
 
 
 def _default_tile(path: str | os.PathLike) -> int:
-    """The model's default tile (native tile within its exported range), from its metadata alone."""
+    """The tile scenes are cut into by default (``tiling.default_tile``), from the model's metadata alone."""
     from ..onnx_info import read_onnx_info
+    from ..tiling import default_tile
 
     meta = read_onnx_info(path).metadata
     if meta is None:
         raise AsanetError(f"{path}: no asanet-rt metadata; export the model with `asanet-rt export`")
-    return int(meta.inputs.default_tile)
+    return default_tile(meta.inputs)
 
 
 def choose_backend(path: str | os.PathLike, backend: str = "auto", tile: int | None = None, batch: int | None = None,
