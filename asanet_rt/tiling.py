@@ -27,6 +27,8 @@ MIN_DEFAULT_TILE = 512
 #: inference as well as 256 px did (benchmarks/seams.py; 128 px: a seam on one held-out scene, 0.9 point less
 #: agreement on the tuning scenes).
 DEFAULT_OVERLAP = 192
+#: Largest distance of the scene edge inside the outer tiles, px (see :func:`edge_margin`).
+EDGE_MARGIN = 32
 
 
 def default_overlap(tile: int) -> int:
@@ -97,24 +99,30 @@ def axis_origins(length: int, tile: int, overlap: int) -> list[int]:
     """Tile origins along one axis of ``length`` px, all multiples of 32 (negative ones: the scene edge is
     reflect-padded).
 
-    The scene edge sits about half the overlap (rounded up to 32 px) inside the first and last tile, so edge
-    pixels get context from the reflected border instead of falling on a tile edge. Origins step by
-    :func:`grid_stride`; the last tile may reach further into the reflected border rather than break the phase.
+    The scene edge sits :func:`edge_margin` px inside the first and last tile, so edge pixels get context from
+    the reflected border instead of falling on a tile edge. Origins step by :func:`grid_stride`; the last tile
+    may reach further into the reflected border rather than break the phase.
     """
     if tile <= 0 or not 0 <= overlap < tile:
         raise AsanetError(f"overlap {overlap} must be >= 0 and smaller than the tile ({tile})")
     stride = grid_stride(tile, overlap)
-    used = tile - stride
-    margin = min(round_up(used // 2), used) if used > 0 else 0
+    margin = edge_margin(tile - stride)
     if length + 2 * margin <= tile:  # one tile, the scene about centred in it
         return [-((tile - length) // 2 // MULTIPLE * MULTIPLE)]
     count = math.ceil((length + 2 * margin - tile) / stride) + 1
     return [-margin + i * stride for i in range(count)]
 
 
+def edge_margin(overlap: int) -> int:
+    """How far inside the outer tiles the scene edge sits: half the overlap, rounded up to 32 px, at most
+    :data:`EDGE_MARGIN`. Seams come from where tiles meet, not from the scene edge, so a large overlap need not
+    push the edge deeper into reflected padding (which costs a whole extra row and column of tiles)."""
+    return min(round_up(overlap // 2), EDGE_MARGIN, overlap) if overlap > 0 else 0
+
+
 def effective_tile(length: int, tile: int, overlap: int, tile_min: int) -> int:
     """Shrink ``tile`` to what a scene shorter than one tile needs (a multiple of 32, at least ``tile_min``)."""
-    needed = round_up(length + 2 * round_up(overlap // 2))
+    needed = round_up(length + 2 * edge_margin(overlap))
     return max(tile_min, min(tile, needed))
 
 

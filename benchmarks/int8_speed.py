@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-accuracy", action="store_true")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "int8_speed.json"))
     args = parser.parse_args(argv)
-    from asanet_rt.backends.auto import cpu_model
+    from asanet_rt.backends.cpu import cpu_model
     from asanet_rt.bench import environment
 
     timings = time_all(speed_models(args.arch, args.tile), args.tile, args.runs, args.threads,

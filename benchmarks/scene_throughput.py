@@ -30,38 +30,9 @@ from pathlib import Path
 
 import numpy as np
 
+from asanet_rt.backends.cpu import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-EARTH_RADIUS_KM = 6371.0088  # mean radius (IUGG)
-
-
-def pixel_area_km2(path: str | os.PathLike) -> float:
-    """Area of one pixel of a GeoTIFF in km2: from its transform and CRS units; degrees at the centre latitude."""
-    import math
-
-    import rasterio
-
-    with rasterio.open(path) as src:
-        t, crs = src.transform, src.crs
-        det = abs(t.a * t.e - t.b * t.d)
-        if crs is None:
-            raise ValueError(f"{path}: no CRS, so no pixel area")
-        if crs.is_geographic:
-            lat = math.radians((src.bounds.top + src.bounds.bottom) / 2)
-            return det * (math.pi / 180 * EARTH_RADIUS_KM) ** 2 * math.cos(lat)
-        metres = crs.linear_units_factor[1]
-        return det * (metres / 1000.0) ** 2
 
 
 class RssSampler:
@@ -250,8 +221,8 @@ def child_scene(args: argparse.Namespace) -> dict:
     peaks = sampler.stop()
     extra = traced.stop() if traced else {}
     px = summary.width * summary.height
-    km2 = px * pixel_area_km2(args.optical)
-    factor = summary.tiles * summary.tile[0] * summary.tile[1] / px
+    km2 = summary.area_km2  # the runtime's own figure: pixel size, degrees at the scene-centre latitude
+    factor = summary.overlap_factor
     return {"width": summary.width, "height": summary.height, "tiles": summary.tiles, "tile": summary.tile,
             "overlap": summary.overlap, "batch": summary.batch, "seconds": seconds,
             "model_seconds": summary.model_seconds, "scene_mpx_s": px / 1e6 / seconds,
@@ -368,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{stages.get('cog', 0):>9.0f} {r['rss_peak_mb']:>9.0f}")
     settings = {k: getattr(args, k) for k in ("ort_arena", "ort_mem_pattern", "gdal_cache", "queue")}
     report = {"model": str(args.model), "backend": args.backend, "machine": platform.machine(),
-              "cpu": cpu_name(), "cpus": os.cpu_count(),
+              "cpu": cpu_model(), "cpus": os.cpu_count(),
               "date": time.strftime("%Y-%m-%d", time.gmtime()), "settings": settings, "model_only": model_only,
               "scenes": rows}
     args.out.write_text(json.dumps(report, indent=2))

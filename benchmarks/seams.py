@@ -18,7 +18,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,22 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
+from asanet_rt.backends.cpu import cpu_model
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-SHARED = Path(os.environ.get("ASANET_SHARED", REPO.parent / "shared"))
+TERRAMESH = REPO / "tests" / "data" / "terramind"
 
-#: name -> (optical, SAR, optical bands, optical scale); demo scenes are in the repository, the rest in ../shared.
+#: name -> (optical, SAR, optical bands, optical scale); all in the repository (demo/scene, tests/data).
 SCENES = {
     "jutland": (REPO / "demo/scene/jutland_s2_rgb.tif", REPO / "demo/scene/jutland_s1_vv_db_epsg4326.tif",
                 "3,2,1", "none"),
@@ -52,7 +43,7 @@ SCENES = {
     # tile's own content (its pyramid pooling sees only the tile) sways it most, as on another sensor or domain
     "jutland-swapped": (REPO / "demo/scene/jutland_s2_rgb.tif", REPO / "demo/scene/jutland_s1_vv_db_epsg4326.tif",
                         "1,2,3", "none"),
-    "tanzania": (SHARED / "data/terramind/S2RGB/38D_378R_2_3.tif", SHARED / "data/terramind/S1RTC/38D_378R_2_3.tif",
+    "tanzania": (TERRAMESH / "S2RGB/38D_378R_2_3.tif", TERRAMESH / "S1RTC/38D_378R_2_3.tif",
                  "3,2,1", "none"),
 }
 #: Lines this close to the scene edge are left out (reflection padding and warped SAR edges live there).
@@ -179,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backend", default="auto")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--scenes", default="jutland,tanzania,punjab,parana",
-                   help=f"comma list of {', '.join(SCENES)} (tanzania needs ../shared)")
+                   help=f"comma list of {', '.join(SCENES)}")
     p.add_argument("--size", type=int, default=1024, help="scene edge after upsampling, px")
     p.add_argument("--tiles", default="128,256")
     p.add_argument("--overlaps", default=None,
@@ -250,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s['seam_ratio_max']:>15.2f} {s['agreement_pct_mean']:>19.2f}   {','.join(s['scenes'])}")
     report = {"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
               "model": str(args.model), "backend": clf.runner.backend, "size": args.size,
-              "cpu": cpu_name(), "cpus": os.cpu_count(),
+              "cpu": cpu_model(), "cpus": os.cpu_count(),
               "summary": summary_rows, "runs": rows, "border_profiles": profiles}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))

@@ -7,7 +7,7 @@ import pytest
 from asanet_rt.blend import NODATA_CLASS, RowBlender
 from asanet_rt.errors import AsanetError
 from asanet_rt.tiling import (WEIGHT_FLOOR, TileGrid, aligned_overlap, axis_origins, blend_window, default_overlap,
-                               grid_stride, pad_reflect)
+                               edge_margin, grid_stride, pad_reflect)
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(1000, 256, 64), (257, 256, 64), (100, 256, 64), (80, 128, 64),
@@ -18,9 +18,10 @@ def test_origins_cover_the_scene_with_margin_on_the_32px_phase(length, tile, ove
     assert ys == sorted(set(ys))
     # every tile on the same 32 px phase as whole-image inference, including the last one
     assert all(y % 32 == 0 for y in ys)
-    used = aligned_overlap(tile, overlap)
-    assert ys[0] <= -(used // 2) or len(ys) == 1 and ys[0] <= 0
-    assert ys[-1] + tile >= length + used // 2
+    margin = edge_margin(aligned_overlap(tile, overlap))
+    assert margin <= 32
+    assert ys[0] <= -margin or len(ys) == 1 and ys[0] <= 0
+    assert ys[-1] + tile >= length + margin
     assert all(y + tile > 0 and y < length for y in ys)  # no tile of padding only
     for a, b in zip(ys, ys[1:]):
         assert b - a == grid_stride(tile, overlap) and (tile - (b - a) >= overlap or tile == 32)  # 32: no room
@@ -32,9 +33,14 @@ def test_overlap_is_rounded_up_to_a_32px_stride_and_defaults_to_192px():
     assert default_overlap(512) == 192 and default_overlap(1024) == 192 and default_overlap(96) == 48
 
 
+def test_a_large_overlap_does_not_push_the_scene_edge_deeper():
+    # 1024 px with 512 px tiles and 192 px overlap: three tiles per axis, not four (a 96 px edge margin needs four)
+    assert len(axis_origins(1024, 512, 192)) == 3 and edge_margin(192) == 32 and edge_margin(16) == 16
+
+
 def test_small_scene_shrinks_the_tile():
     grid = TileGrid.plan(40, 1000, 512, 128, 32)
-    assert grid.tile_h == 192 and grid.tile_w == 512 and grid.rows == 1  # 40 px + 2 x 64 px margin, rounded up
+    assert grid.tile_h == 128 and grid.tile_w == 512 and grid.rows == 1  # 40 px + 2 x 32 px margin, rounded up
     with pytest.raises(AsanetError, match="overlap"):
         axis_origins(100, 64, 64)
 

@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -26,6 +25,7 @@ import numpy as np
 
 from ..errors import AsanetError
 from .base import Runner
+from .cpu import cpu_model
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,6 @@ class Choice:
 def cache_dir() -> Path:
     """``$ASANET_RT_CACHE``, else ``~/.cache/asanet_rt``."""
     return Path(os.environ.get("ASANET_RT_CACHE") or Path.home() / ".cache" / "asanet_rt")
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def backend_version(name: str) -> str:

@@ -1,7 +1,8 @@
-"""CPU facts every CPU backend needs (how many threads are worth using)."""
+"""CPU facts: how many threads are worth using, the CPU's model and the ISA features that decide its kernels."""
 from __future__ import annotations
 
 import os
+import platform
 from pathlib import Path
 
 
@@ -45,3 +46,31 @@ def release_freed_memory() -> bool:
 
 
 _TRIM = None
+
+
+#: CPU features that decide which kernels the backends pick (x86 vector/matrix units, Arm SIMD).
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
+             "amx_bf16", "asimd", "sve")
+
+
+def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
+    """(model name, the :data:`ISA_FLAGS` present, in table order) from ``/proc/cpuinfo`` text (x86 or Arm)."""
+    model, isa = None, None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "Model name", "Hardware") and model is None:
+            model = value.strip() or None
+        if key in ("flags", "Features") and isa is None:
+            flags = set(value.split())
+            isa = [f for f in ISA_FLAGS if f in flags]
+    return model, isa or []
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        model, _ = parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        model = None
+    return model or platform.processor() or platform.machine()

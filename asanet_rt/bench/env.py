@@ -9,31 +9,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from ..backends.cpu import ISA_FLAGS, parse_cpuinfo  # noqa: F401 - re-exported for reports
 from .settings import BenchSettings
 
 #: Distributions whose versions the report records (whichever are installed).
 PACKAGES = ("asanet-rt", "numpy", "onnxruntime", "onnxruntime-gpu", "openvino", "torch", "tensorrt",
             "tensorrt-cu12", "tensorrt-cu13", "tensorrt_rtx", "tensorrt-rtx", "cuda-python", "pycuda",
             "cupy-cuda12x", "cupy-cuda13x", "nvidia-ml-py", "onnx", "matplotlib", "rasterio")
-#: CPU features that decide which kernels the backends pick (x86 vector/matrix units, Arm SIMD).
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile", "amx_int8",
-             "amx_bf16", "asimd", "sve")
-
-
-def parse_cpuinfo(text: str) -> tuple[str | None, list[str]]:
-    """(model name, the :data:`ISA_FLAGS` present, in table order) from ``/proc/cpuinfo`` text (x86 or Arm)."""
-    model, isa = None, None
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "Model name", "Hardware") and model is None:
-            model = value.strip() or None
-        if key in ("flags", "Features") and isa is None:
-            flags = set(value.split())
-            isa = [f for f in ISA_FLAGS if f in flags]
-    return model, isa or []
-
-
 def describe_cpu() -> dict[str, Any]:
     """CPU model, logical CPUs, physical cores, CPUs this process may use, ISA flags."""
     from ..backends.cpu import physical_cores
