@@ -290,6 +290,11 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = True) -> Iterato
         yield out[path]
 
 
+def cache_dir(*parts: str) -> Path:
+    """asanet-rt's cache folder (``$ASANET_RT_CACHE``, else ``~/.cache/asanet_rt``), or a subfolder of it."""
+    return Path(os.environ.get("ASANET_RT_CACHE") or Path.home() / ".cache" / "asanet_rt", *parts)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()

@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import AsanetError
+from ..io_utils import cache_dir
 from .base import Runner
 from .cpu import cpu_model
 
@@ -50,11 +51,6 @@ class Choice:
     timings_ms: dict[str, float] = field(default_factory=dict)
     cached: bool = False
     reason: str = ""
-
-
-def cache_dir() -> Path:
-    """``$ASANET_RT_CACHE``, else ``~/.cache/asanet_rt``."""
-    return Path(os.environ.get("ASANET_RT_CACHE") or Path.home() / ".cache" / "asanet_rt")
 
 
 def backend_version(name: str) -> str:

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import AsanetError
+from ..io_utils import cache_dir
 from ..metadata import METADATA_KEY, MetadataError, ModelMetadata
 from ..tiling import default_tile
 from .base import ComputeFn, Runner
@@ -112,7 +113,7 @@ class OnnxRuntimeRunner(Runner):
         def shapes(n: int, t: int) -> str:
             return f"optical:{n}x3x{t}x{t},sar:{n}x1x{t}x{t}"
 
-        cache = Path(os.environ.get("ASANET_RT_CACHE", Path.home() / ".cache" / "asanet_rt")) / "ort_trt"
+        cache = cache_dir("ort_trt")
         cache.mkdir(parents=True, exist_ok=True)
         trt_opts: dict[str, Any] = {
             "device_id": int(device),
