@@ -20,7 +20,7 @@ GDAL paths (/vsis3/..., /vsicurl/...) are passed through; output defaults to OPT
 examples:
   asanet-rt batch scenes.csv -o maps/ --model model.onnx --optical-scale reflectance:0:3000 --sar-scale db:-25:0
   asanet-rt batch scenes.json -o maps/ --model model.onnx --ray local --workers 2
-  asanet-rt batch scenes.csv -o /shared/maps --model model.engine --ray head-node:6379   # one actor per GPU
+  asanet-rt batch scenes.csv -o /mnt/maps --model model.engine --ray head-node:6379   # one actor per GPU
 """
 
 

@@ -306,7 +306,7 @@ def check_compatible(info: EngineInfo, trt_version: str, compute_capability: Any
     None when unknown (the GPU check is then skipped); ``backend`` is the runtime's family if known.
     """
     where = f"{path}: " if path else ""
-    rebuild = (f"rebuild it on this machine: asanet-rt build {info.onnx_file or 'MODEL.onnx'} -o "
+    rebuild = (f"rebuild it on the machine that runs it: asanet-rt build {info.onnx_file or 'MODEL.onnx'} -o "
                f"{Path(path).name if path else 'MODEL.engine'} --overwrite")
     name = "TensorRT-RTX" if info.backend == "tensorrt_rtx" else "TensorRT"
     built = info.describe_target()
