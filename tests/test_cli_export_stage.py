@@ -13,17 +13,12 @@ from asanet_rt.cli import main
 from asanet_rt.export.network import build_model
 from asanet_rt.metadata import ArchSpec
 
-from model_utils import randomise
+from model_utils import write_small_checkpoint
 
 
 @pytest.fixture(scope="module")
 def small_checkpoint(tmp_path_factory):
-    arch = ArchSpec((1, 1, 1, 1), (16, 32, 48, 64), 24, 3)
-    path = tmp_path_factory.mktemp("ckpt") / "small.pth"
-    torch.save({"meta": {"dataset_meta": {"classes": ("water", "trees", "crops"),
-                                          "palette": [[0, 0, 255], [0, 128, 0], [255, 255, 0]]}},
-                "state_dict": randomise(build_model(arch), seed=1).state_dict()}, path)
-    return path
+    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pth")
 
 
 def test_info_official_fixture(parity_fixture, capsys):

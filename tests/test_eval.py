@@ -123,15 +123,21 @@ def test_folder_metrics_equal_hand_computed(toy, folder_case, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_band_order_follows_colour_names(toy, folder_case, tmp_path):
-    """Stored B, G, R with --optical-bands 3,2,1 (the model takes red, green, blue) scores like the original."""
-    root, preds, _ = folder_case
-    swapped = tmp_path / "swapped"
+def _rewritten(root, dest, change):
+    """A copy of the folder-layout dataset at ``root`` in ``dest``, each raster passed through
+    ``change(subfolder, data)``."""
     for sub in ("optical", "sar", "label"):
         for f in (root / sub).iterdir():
             with rasterio.open(f) as src:
                 data = src.read()
-            write_tif(swapped / sub / f.name, data[::-1] if sub == "optical" else data)
+            write_tif(dest / sub / f.name, change(sub, data))
+    return dest
+
+
+def test_band_order_follows_colour_names(toy, folder_case, tmp_path):
+    """Stored B, G, R with --optical-bands 3,2,1 (the model takes red, green, blue) scores like the original."""
+    root, preds, _ = folder_case
+    swapped = _rewritten(root, tmp_path / "swapped", lambda sub, data: data[::-1] if sub == "optical" else data)
     ref = evaluate(toy, root, threads=1)
     same = evaluate(toy, swapped, threads=1, optical_bands=(3, 2, 1))
     np.testing.assert_array_equal(ref.scores.confusion, same.scores.confusion)
@@ -311,15 +317,13 @@ def test_label_map_forms(tmp_path):
 def test_label_map_renumbers_another_dataset(toy, folder_case, tmp_path):
     """Labels stored as 1..K plus a nodata 0 (Esri-style numbering) score like class indices once mapped."""
     root, _, _ = folder_case
-    esri = tmp_path / "esri"
-    for sub in ("optical", "sar", "label"):
-        for f in (root / sub).iterdir():
-            with rasterio.open(f) as src:
-                data = src.read()
-            if sub == "label":
-                data = np.where(data < K, data + 1, data).astype(np.uint8)  # classes 0..3 stored as 1..4
-                data[0, -1, :3] = 0  # nodata, not in the map
-            write_tif(esri / sub / f.name, data)
+    def esri_labels(sub: str, data: np.ndarray) -> np.ndarray:
+        if sub == "label":
+            data = np.where(data < K, data + 1, data).astype(np.uint8)  # classes 0..3 stored as 1..4
+            data[0, -1, :3] = 0  # nodata, not in the map
+        return data
+
+    esri = _rewritten(root, tmp_path / "esri", esri_labels)
     ref = evaluate(toy, root, threads=1)
     unmapped_by_default = evaluate(toy, esri, threads=1)
     assert not np.array_equal(unmapped_by_default.scores.confusion, ref.scores.confusion)

@@ -204,17 +204,22 @@ def test_tiles_overlap_by_file_and_window():
     assert not a.overlaps(_tile("b.tif", 0, 0))
 
 
-def test_labelled_tiles_used_for_calibration_are_in_sample(small_model, tmp_path, terramind, traced, caplog):
+def _labelled_folder(tmp_path: Path, terramind, name: str = "637U_59R_1_3.tif") -> tuple[Path, str]:
+    """A folder-layout copy of one TerraMesh tile, its land cover 1..9 folded onto a 4-class model (``% 4``)."""
     import rasterio
 
     folder = tmp_path / "labelled"
     for sub in ("optical", "sar", "labels"):
         (folder / sub).mkdir(parents=True)
-    name = "637U_59R_1_3.tif"
     for src, dst in (("S2RGB", "optical"), ("S1RTC", "sar")):
         shutil.copy(Path(terramind, src, name), folder / dst / name)
     with rasterio.open(f"{terramind}/LULC/{name}") as src:
         _write(folder / "labels" / name, (src.read() % 4).astype(np.uint8))
+    return folder, name
+
+
+def test_labelled_tiles_used_for_calibration_are_in_sample(small_model, tmp_path, terramind, traced, caplog):
+    folder, name = _labelled_folder(tmp_path, terramind)
     pair = f"{folder / 'optical' / name},{folder / 'sar' / name}"
     with caplog.at_level("WARNING"):
         export_model(small_model, tmp_path / "m.onnx", OPTIONS, PrecisionOptions(
@@ -353,17 +358,7 @@ def test_bad_calibration_data_is_a_clear_error(small_model, tmp_path):
 
 def test_labels_give_miou_in_the_report(small_model, tmp_path, terramind, traced):
     # labels in the model's class indices: TerraMesh land cover 1..9 folded onto this 4-class model
-    import rasterio
-
-    folder = tmp_path / "labelled"
-    for sub in ("optical", "sar", "labels"):
-        (folder / sub).mkdir(parents=True)
-    name = "637U_59R_1_3.tif"
-    for src, dst in (("S2RGB", "optical"), ("S1RTC", "sar")):
-        shutil.copy(Path(terramind, src, name), folder / dst / name)
-    with rasterio.open(f"{terramind}/LULC/{name}") as src:
-        lulc = src.read()
-    _write(folder / "labels" / name, (lulc % 4).astype(np.uint8))
+    folder, name = _labelled_folder(tmp_path, terramind)
     export_model(small_model, tmp_path / "m.onnx", OPTIONS, PrecisionOptions("fp16", labels=(str(folder),)),
                  traced=traced)
     report = json.loads((tmp_path / "m.report.json").read_text())

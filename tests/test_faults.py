@@ -164,17 +164,10 @@ def test_read_only_folder_in_classify(toy_model: Path, scenes: dict, read_only: 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch = pytest.importorskip("torch", reason="export needs torch (the `export` extra)")
-    from asanet_rt.export.network import build_model
-    from asanet_rt.metadata import ArchSpec
-    from model_utils import randomise
+    pytest.importorskip("torch", reason="export needs torch (the `export` extra)")
+    from model_utils import write_small_checkpoint
 
-    arch = ArchSpec((1, 1, 1, 1), (16, 32, 48, 64), 24, 3)
-    path = tmp_path_factory.mktemp("ckpt") / "small.pth"
-    torch.save({"meta": {"dataset_meta": {"classes": ("water", "trees", "crops"),
-                                          "palette": [[0, 0, 255], [0, 128, 0], [255, 255, 0]]}},
-                "state_dict": randomise(build_model(arch), seed=1).state_dict()}, path)
-    return path
+    return write_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pth")
 
 
 def test_file_size_limit_in_export(checkpoint: Path, tmp_path: Path) -> None:
