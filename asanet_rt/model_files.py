@@ -19,7 +19,7 @@ from .errors import AsanetError
 from .metadata import METADATA_KEY
 from .protowire import BYTES, VARINT, WireFormatError, fields
 
-__all__ = ["ModelFileError", "check_onnx_file", "MAX_METADATA_BYTES", "MAX_ONNX_BYTES"]
+__all__ = ["ModelFileError", "check_onnx_file", "read_metadata_text", "MAX_METADATA_BYTES", "MAX_ONNX_BYTES"]
 
 #: Largest ``asanet_rt.metadata`` value accepted (ours are a few kB); checked before any JSON parsing.
 MAX_METADATA_BYTES = 1 << 20
@@ -75,6 +75,29 @@ def check_onnx_file(path: str | os.PathLike) -> None:
             raise ModelFileError(f"{path}: not a loadable ONNX model (malformed protobuf: {exc})") from None
         finally:
             data.release()
+
+
+def read_metadata_text(path: str | os.PathLike) -> str | None:
+    """The ``asanet_rt.metadata`` JSON text of an ONNX file, or None: read from the model's top-level fields only
+    (the graph and its weights are skipped by length, never parsed), the size limit enforced."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+            data = memoryview(mapped)
+            try:
+                for field, wire, value in fields(data, 0, len(data)):
+                    if field == 14 and wire == BYTES:
+                        _check_metadata_entry(path, data, *value)
+                        key, text = _entry(data, *value)
+                        if key == METADATA_KEY:
+                            return text
+            finally:
+                data.release()
+    except WireFormatError as exc:
+        raise ModelFileError(f"{path}: not a loadable ONNX model (malformed protobuf: {exc})") from None
+    except (OSError, ValueError) as exc:  # mmap of an empty file raises ValueError
+        raise ModelFileError(f"{path}: cannot read the model file ({exc})") from None
+    return None
 
 
 # -- external data ---------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from onnx.external_data_helper import set_external_data
 
 from asanet_rt.backends import open_runner
 from asanet_rt.metadata import METADATA_KEY
-from asanet_rt.model_files import MAX_METADATA_BYTES, ModelFileError, check_onnx_file
+from asanet_rt.model_files import MAX_METADATA_BYTES, ModelFileError, check_onnx_file, read_metadata_text
 from asanet_rt.onnx_info import read_onnx_info
 
 from runtime_helpers import toy_model  # noqa: F401 - fixture
@@ -256,6 +256,24 @@ def test_oversized_metadata_is_refused_before_json_parsing(toy_model, tmp_path):
     helper.set_model_props(model, {"other": "x" * (MAX_METADATA_BYTES + 1)})  # not ours: left to the readers
     onnx.save(model, str(big))
     check_onnx_file(big)
+
+
+def test_metadata_is_read_without_parsing_the_graph(toy_model, tmp_path):
+    model = onnx.load(str(toy_model))
+    expected = next(p.value for p in model.metadata_props if p.key == METADATA_KEY)
+    assert read_metadata_text(toy_model) == expected
+    prop = next(p for p in model.metadata_props if p.key == METADATA_KEY)
+    prop.value = "[" * (MAX_METADATA_BYTES + 1)
+    big = tmp_path / "big.onnx"
+    onnx.save(model, str(big))
+    with pytest.raises(ModelFileError, match=r"big\.onnx: its asanet_rt\.metadata metadata is 1048577 bytes"):
+        read_metadata_text(big)
+    helper.set_model_props(model, {"other": "x"})
+    onnx.save(model, str(big))
+    assert read_metadata_text(big) is None
+    (tmp_path / "junk.onnx").write_bytes(b"\xff" * 64)
+    with pytest.raises(ModelFileError, match=r"junk\.onnx: not a loadable ONNX model"):
+        read_metadata_text(tmp_path / "junk.onnx")
 
 
 def _nesting_bomb(levels: int) -> bytes:

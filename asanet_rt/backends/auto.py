@@ -201,14 +201,16 @@ def _ranking(timings: dict[str, float], batch: int, tile: int) -> str:
 
 
 def _default_tile(path: str | os.PathLike) -> int:
-    """The tile scenes are cut into by default (``tiling.default_tile``), from the model's metadata alone."""
-    from ..onnx_info import read_onnx_info
+    """The tile scenes are cut into by default (``tiling.default_tile``), from the model's metadata alone (read
+    without parsing the graph: this runs on every ``Classifier.open``)."""
+    from ..metadata import ModelMetadata
+    from ..model_files import read_metadata_text
     from ..tiling import default_tile
 
-    meta = read_onnx_info(path).metadata
-    if meta is None:
+    text = read_metadata_text(path)
+    if text is None:
         raise AsanetError(f"{path}: no asanet-rt metadata; export the model with `asanet-rt export`")
-    return default_tile(meta.inputs)
+    return default_tile(ModelMetadata.from_json(text, source=str(path)).inputs)
 
 
 def choose_backend(path: str | os.PathLike, backend: str = "auto", tile: int | None = None, batch: int | None = None,
